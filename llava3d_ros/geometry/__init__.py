@@ -1,0 +1,1 @@
+"""Camera, depth and 3D-patch geometry (ROS-free)."""

@@ -1,0 +1,1 @@
+"""LLaVA-3D modules, loader, prompts, generation and answer parsing (ROS-free)."""

@@ -1,0 +1,1 @@
+"""The ROS 2 edge: message conversion, the lifecycle node, queries, markers, diagnostics."""

@@ -1,0 +1,1 @@
+"""Frames, keyframe buffer, view selection and dataset readers (ROS-free)."""

@@ -1,0 +1,1 @@
+"""Readers for recorded posed RGB-D sequences."""
