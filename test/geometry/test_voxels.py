@@ -82,7 +82,9 @@ def test_cap_is_deterministic_and_keeps_sorted_order() -> None:
     pos = torch.searchsorted(full.voxel_keys, a.voxel_keys)
     torch.testing.assert_close(pool_features(feats, a), pooled_full[pos])
     kept = a.patch_to_voxel >= 0
-    assert torch.equal(a.voxel_keys[a.patch_to_voxel[kept]], full.voxel_keys[full.patch_to_voxel[kept]])
+    assert torch.equal(
+        a.voxel_keys[a.patch_to_voxel[kept]], full.voxel_keys[full.patch_to_voxel[kept]]
+    )
 
 
 def test_bf16_compat_changes_only_rounding_path() -> None:

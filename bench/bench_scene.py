@@ -1,0 +1,119 @@
+"""Scene-core throughput: RGB-D frame → model-ready view, and 20 views + voxel pooling.
+
+Each is compared, in the same run, with a direct numpy transcription of upstream's path
+(depth resized to 336, every pixel unprojected with a 4×4 homogeneous product, then the
+top-left pixel of each patch kept). One core (torch.set_num_threads(1)). Uses the 7-Scenes
+frames in ../shared/data when present, otherwise a synthetic 640×480 frame.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from llava3d_ros.geometry.cameras import plan_resize_crop
+from llava3d_ros.geometry.depth import resize_crop_rgb
+from llava3d_ros.geometry.voxels import pool_features, voxelize
+from llava3d_ros.scene.buffer import FrameBuffer
+from llava3d_ros.scene.frame import Frame
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "7scenes-redkitchen"
+
+
+def load_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    if DATA.exists():
+        rgb = np.asarray(Image.open(DATA / "frame-000150.color.png").convert("RGB"))
+        depth = np.asarray(Image.open(DATA / "frame-000150.depth.png"))
+        return (
+            rgb,
+            depth,
+            np.loadtxt(DATA / "frame-000150.pose.txt"),
+            np.loadtxt(DATA / "camera-intrinsics.txt"),
+            "7-Scenes frame 150",
+        )
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    depth = rng.integers(500, 4000, (480, 640)).astype(np.uint16)
+    k = np.array([[585.0, 0, 320], [0, 585.0, 240], [0, 0, 1]])
+    return rgb, depth, np.eye(4), k, "synthetic 640x480"
+
+
+def upstream_numpy_view(rgb: np.ndarray, depth: np.ndarray, pose: np.ndarray, k: np.ndarray):
+    """Upstream's path transcribed to numpy: PIL nearest resize + crop, full-map unprojection."""
+    h, w = depth.shape
+    s = 336 / min(w, h)
+    nw, nh = int(w * s), int(h * s)
+    img = Image.fromarray(depth).resize((nw, nh), Image.NEAREST)
+    img = img.crop(((nw - 336) / 2, (nh - 336) / 2, (nw + 336) / 2, (nh + 336) / 2))
+    d = np.asarray(img).astype(np.float32) / 1000.0
+    k4 = np.eye(4)
+    k4[:3, :3] = k
+    k4[0] /= w / nw
+    k4[1] /= h / nh
+    k4[0, 2] -= (nw - nh) / 2
+    v, u = np.meshgrid(np.arange(336), np.arange(336), indexing="ij")
+    x = (u - k4[0, 2]) * d / k4[0, 0]
+    y = (v - k4[1, 2]) * d / k4[1, 1]
+    cam = np.stack([x, y, d, np.ones_like(d)], -1).reshape(-1, 4)
+    world = cam @ pose.T
+    world = (world[:, :3] / world[:, 3:]).reshape(336, 336, 3)
+    image = resize_crop_rgb(rgb, plan_resize_crop(rgb.shape[1], rgb.shape[0]))
+    return image, world[::14, ::14].astype(np.float32)
+
+
+def timeit(fn, min_time: float = 1.0) -> float:
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < min_time:
+        fn()
+        n += 1
+    return (time.perf_counter() - t0) / n
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    rgb, depth, pose, k, source = load_inputs()
+    rows = []
+
+    def ours_frame() -> None:
+        buf = FrameBuffer()
+        buf.add(Frame.from_raw(rgb, depth, k, pose, 1))
+        buf.views(1)
+
+    t_ours = timeit(ours_frame)
+    t_ref = timeit(lambda: upstream_numpy_view(rgb, depth, pose, k))
+    rows.append(("frame -> model-ready view", t_ours, t_ref))
+
+    # 20 keyframes at distinct poses; features as the model would pool them (576 × 1024 each)
+    buf = FrameBuffer(min_translation=0.0, min_rotation_deg=0.0, capacity=20)
+    poses = []
+    for i in range(20):
+        p = pose.copy()
+        p[:3, 3] += [0.05 * i, 0.0, 0.02 * i]
+        poses.append(p)
+        buf.add(Frame.from_raw(rgb, depth, k, p, i + 1))
+    feats = torch.randn(20 * 576, 1024)
+
+    def ours_scene() -> None:
+        views = buf.views(20).views
+        xyz = torch.from_numpy(np.stack([v.patch_xyz for v in views]).reshape(-1, 3))
+        valid = torch.from_numpy(np.stack([v.patch_valid for v in views]).reshape(-1))
+        pool_features(feats, voxelize(xyz, valid))
+
+    def ref_scene() -> None:
+        xyz = np.stack([upstream_numpy_view(rgb, depth, p, k)[1] for p in poses]).reshape(-1, 3)
+        pool_features(feats, voxelize(torch.from_numpy(xyz)))
+
+    rows.append(("20 views + voxel pool", timeit(ours_scene), timeit(ref_scene)))
+    print(f"source: {source}; torch threads: {torch.get_num_threads()}; fp32; mode: robust")
+    print(f"{'case':<28}{'ours ms':>10}{'ours /s':>10}{'upstream-np ms':>16}{'speed-up':>10}")
+    for name, a, b in rows:
+        print(f"{name:<28}{a * 1e3:>10.2f}{1 / a:>10.1f}{b * 1e3:>16.2f}{b / a:>9.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Poses (OpenCV optical camera-to-world), pixel unprojection and per-patch 3D positions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from llava3d_ros.geometry.cameras import ResizeCrop, as_intrinsics, resize_crop_intrinsics
+from llava3d_ros.geometry.depth import resize_crop_nearest
+from llava3d_ros.geometry.errors import GeometryError
+
+# Rotation taking ROS body-frame axes (x forward, y left, z up) to the optical frame
+# (x right, y down, z forward): columns are the optical axes expressed in the body frame.
+BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def orthonormalize(r: np.ndarray) -> np.ndarray:
+    """Nearest rotation matrix (SVD), for poses whose rotation drifted off orthonormal."""
+    u, _, vt = np.linalg.svd(r)
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def as_pose(pose: np.ndarray, tol: float = 1e-2, reorthonormalize: bool = True) -> np.ndarray:
+    """A validated 4×4 float64 rigid transform; the rotation is re-orthonormalised by SVD.
+
+    Raises ``GeometryError`` for a wrong shape, non-finite entries, a last row other than
+    [0, 0, 0, 1], a reflection, or a rotation further than ``tol`` (max |RRᵀ − I|) from
+    orthonormal — that is a broken pose, not rounding noise.
+    """
+    t = np.asarray(pose, dtype=np.float64)
+    if t.shape != (4, 4):
+        raise GeometryError(f"pose must be 4x4, got shape {t.shape}")
+    if not np.isfinite(t).all():
+        raise GeometryError("pose holds non-finite values")
+    if not np.allclose(t[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+        raise GeometryError(f"pose last row must be [0, 0, 0, 1], got {t[3].tolist()}")
+    r = t[:3, :3]
+    err = np.abs(r @ r.T - np.eye(3)).max()
+    if err > tol or np.linalg.det(r) <= 0:
+        raise GeometryError(
+            f"pose rotation is not a rotation (|RRᵀ−I|={err:.3g}, det={np.linalg.det(r):.3g})"
+        )
+    out = t.copy()
+    if reorthonormalize:
+        out[:3, :3] = orthonormalize(r)
+    return out
+
+
+def pose_from_tum(
+    tx: float, ty: float, tz: float, qx: float, qy: float, qz: float, qw: float
+) -> np.ndarray:
+    """4×4 camera-to-world from a TUM ground-truth line ``tx ty tz qx qy qz qw``."""
+    q = np.array([qw, qx, qy, qz], dtype=np.float64)
+    t = np.array([tx, ty, tz], dtype=np.float64)
+    n = np.linalg.norm(q)
+    if not (np.isfinite(q).all() and np.isfinite(t).all()) or n < 1e-9:
+        raise GeometryError(f"bad TUM pose: t={t.tolist()}, q(xyzw)={[qx, qy, qz, qw]}")
+    w, x, y, z = q / n
+    r = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+    out = np.eye(4)
+    out[:3, :3] = r
+    out[:3, 3] = t
+    return out
+
+
+def optical_from_body_pose(world_from_body: np.ndarray) -> np.ndarray:
+    """Camera-to-world in the optical convention from a ROS body-frame (x forward) pose."""
+    body = as_pose(world_from_body)
+    fix = np.eye(4)
+    fix[:3, :3] = BODY_FROM_OPTICAL
+    return body @ fix
+
+
+def body_from_optical_pose(world_from_optical: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`optical_from_body_pose` (for publishing poses in a ROS body frame)."""
+    opt = as_pose(world_from_optical)
+    fix = np.eye(4)
+    fix[:3, :3] = BODY_FROM_OPTICAL.T
+    return opt @ fix
+
+
+def unproject_pixels(
+    u: np.ndarray, v: np.ndarray, depth: np.ndarray, k: np.ndarray, cam_to_world: np.ndarray
+) -> np.ndarray:
+    """World points (N, 3) float64 of pixels (u, v) (pixel-centre = integer) at metric depth."""
+    k = as_intrinsics(k)
+    x = (np.asarray(u, dtype=np.float64) - k[0, 2]) * depth / k[0, 0]
+    y = (np.asarray(v, dtype=np.float64) - k[1, 2]) * depth / k[1, 1]
+    cam = np.stack([x, y, np.asarray(depth, dtype=np.float64)], axis=-1)
+    t = as_pose(cam_to_world)
+    return cam @ t[:3, :3].T + t[:3, 3]
+
+
+@dataclass(frozen=True)
+class PatchPoints:
+    """Camera-frame (optical) position per G×G patch and whether it had usable depth."""
+
+    cam_xyz: np.ndarray  # (G, G, 3) float32
+    valid: np.ndarray  # (G, G) bool
+    intrinsics: np.ndarray  # (3, 3) float64: depth intrinsics at the model's S×S input
+
+
+def _grid(plan: ResizeCrop, patch: int) -> int:
+    if plan.size % patch:
+        raise GeometryError(f"image size {plan.size} is not a multiple of the patch size {patch}")
+    return plan.size // patch
+
+
+def patch_points_upstream(
+    depth_m: np.ndarray,
+    k_depth: np.ndarray,
+    plan: ResizeCrop,
+    patch: int = 14,
+    compat_bf16: bool = False,
+) -> PatchPoints:
+    """Upstream's per-patch positions: the top-left pixel of each patch of the S×S depth map.
+
+    The S×S map comes from Pillow-NEAREST resize + crop; unprojection is fp32 (or bf16 with
+    ``compat_bf16``, as the released script) with pixel index = coordinate. Invalid depth
+    unprojects to the camera centre like upstream but is marked invalid here.
+    """
+    g = _grid(plan, patch)
+    k336 = resize_crop_intrinsics(k_depth, plan)
+    d = resize_crop_nearest(depth_m, plan)[::patch, ::patch][:g, :g]
+    valid = np.isfinite(d)
+    dtype = torch.bfloat16 if compat_bf16 else torch.float32
+    z = torch.from_numpy(np.where(valid, d, 0.0).astype(np.float32)).to(dtype)
+    kt = torch.from_numpy(k336).to(dtype)
+    idx = torch.arange(0, plan.size, patch)
+    v, u = torch.meshgrid(idx, idx, indexing="ij")
+    x = (u - kt[0, 2]) * z / kt[0, 0]
+    y = (v - kt[1, 2]) * z / kt[1, 1]
+    cam = torch.stack([x, y, z], dim=-1).float().numpy()
+    return PatchPoints(cam, valid, k336)
+
+
+def patch_points_robust(
+    depth_m: np.ndarray, k_depth: np.ndarray, plan: ResizeCrop, patch: int = 14, min_valid: int = 1
+) -> PatchPoints:
+    """Per-patch positions from the median of each patch's valid full-resolution depth pixels.
+
+    Every full-resolution pixel is assigned to the patch whose S×S footprint holds its image
+    position (the same scale + offset as the adjusted intrinsics); the patch centre is
+    unprojected at the median (lower median: a depth that was actually measured, so edges do
+    not produce points floating between foreground and background). Patches with fewer than
+    ``min_valid`` valid pixels are marked invalid.
+    """
+    g = _grid(plan, patch)
+    h, w = depth_m.shape
+    if (h, w) != (plan.orig_h, plan.orig_w):
+        raise GeometryError(f"depth is {w}x{h}, plan expects {plan.orig_w}x{plan.orig_h}")
+    k336 = resize_crop_intrinsics(k_depth, plan)
+    k = as_intrinsics(k_depth)
+    sx, sy = k336[0, 0] / k[0, 0], k336[1, 1] / k[1, 1]
+    ox, oy = k[0, 2] * sx - k336[0, 2], k[1, 2] * sy - k336[1, 2]
+    cols = _patch_members(w, sx, ox, patch, g)
+    rows = _patch_members(h, sy, oy, patch, g)
+    padded = np.full((h + 1, w + 1), np.nan, dtype=np.float32)
+    padded[:h, :w] = depth_m
+    block = padded[rows[:, None, :, None], cols[None, :, None, :]].reshape(g * g, -1)
+    block = np.sort(block, axis=1)  # NaN sorts last
+    count = np.isfinite(block).sum(axis=1)
+    med = block[np.arange(g * g), np.maximum(count - 1, 0) // 2].reshape(g, g)
+    valid = (count >= max(min_valid, 1)).reshape(g, g)
+    med = np.where(valid, med, 0.0)
+    centre = np.arange(g) * patch + (patch - 1) / 2
+    x = (centre[None, :] - k336[0, 2]) * med / k336[0, 0]
+    y = (centre[:, None] - k336[1, 2]) * med / k336[1, 1]
+    cam = np.stack([x, y, med], axis=-1).astype(np.float32)
+    return PatchPoints(cam, valid, k336)
+
+
+def _patch_members(n: int, scale: float, offset: float, patch: int, g: int) -> np.ndarray:
+    """(g, width) source indices per patch along one axis, padded with ``n`` (a NaN slot)."""
+    pos = np.arange(n) * scale - offset
+    pid = np.floor((pos + 0.5) / patch).astype(np.int64)
+    inside = (pid >= 0) & (pid < g)
+    counts = np.bincount(pid[inside], minlength=g)
+    out = np.full((g, max(int(counts.max()), 1)), n, dtype=np.int64)
+    src = np.nonzero(inside)[0]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(src.size) - starts[pid[src]]
+    out[pid[src], slot] = src
+    return out
+
+
+def patches_to_world(
+    cam_xyz: np.ndarray, cam_to_world: np.ndarray, compat_bf16: bool = False
+) -> np.ndarray:
+    """World positions (..., 3) float32 of camera-frame points, with upstream's arithmetic.
+
+    ``pose @ [x, y, z, 1]`` then division by the 4th coordinate, in fp32 (bf16 with
+    ``compat_bf16``), so ``upstream`` mode stays bit-identical to the reference pipeline; the
+    pose is validated but used as given (callers re-orthonormalise when a frame is ingested).
+    """
+    pose = as_pose(cam_to_world, reorthonormalize=False)
+    dtype = torch.bfloat16 if compat_bf16 else torch.float32
+    pts = torch.from_numpy(np.ascontiguousarray(cam_xyz, dtype=np.float32)).to(dtype)
+    flat = pts.reshape(-1, 3)
+    homog = torch.cat([flat, torch.ones_like(flat[:, :1])], dim=1)
+    world = torch.from_numpy(pose).to(torch.float32).to(dtype) @ homog.T
+    world = (world[:3] / world[3:]).T
+    return world.float().reshape(cam_xyz.shape).numpy()
