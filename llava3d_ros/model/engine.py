@@ -1,0 +1,342 @@
+"""The one entry point the node calls: views + question → AnswerResult, with feature and KV caches."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from llava3d_ros.answer import AnswerResult, QueryError, ResultCode, Timings
+from llava3d_ros.geometry.errors import GeometryError
+from llava3d_ros.model.answers import parse_boxes
+from llava3d_ros.model.features import FeatureCache
+from llava3d_ros.model.generate import SamplingConfig, decode, forward_embeds
+from llava3d_ros.model.llava3d import clip_patch_features
+from llava3d_ros.model.loader import ModelBundle
+from llava3d_ros.model.prompts import (
+    BOX_TOKEN_INDEX,
+    build_prompt,
+    scene_token_budget,
+    split_at_image,
+    task_query,
+    tokenize_prompt,
+)
+from llava3d_ros.scene.view import ModelView
+
+
+@dataclass
+class _Prefix:
+    """KV cache of [BOS, system, "USER: ", scene tokens] for one scene state."""
+
+    key: str
+    cache: DynamicCache
+    length: int
+    scene_tokens: int
+
+
+class Engine:
+    """Answers questions about a set of views; reuses CLIP features per frame and the scene's KV prefix."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        *,
+        max_scene_tokens: int = 2560,
+        voxel_size: float = 0.2,
+        seed: int = 0,
+        compat_bf16: bool = False,
+        feature_cache_size: int = 64,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        reuse_prefix: bool = True,
+        vision_batch: int = 8,
+    ) -> None:
+        if max_scene_tokens < 1 or voxel_size <= 0 or vision_batch < 1:
+            raise ValueError("max_scene_tokens, voxel_size and vision_batch must be positive")
+        self.bundle: ModelBundle | None = bundle
+        self.max_scene_tokens = max_scene_tokens
+        self.voxel_size = voxel_size
+        self.seed = seed
+        self.compat_bf16 = compat_bf16
+        self.features = FeatureCache(feature_cache_size)
+        self.default_sampling = SamplingConfig(max_new_tokens, temperature, top_p, seed)
+        self.reuse_prefix = reuse_prefix
+        self.vision_batch = vision_batch
+        self.prefix_hits = 0
+        self.last_tokens: list[int] = []  # ids of the last answer, for tests and benchmarks
+        self._prefix: _Prefix | None = None
+        self._lock = threading.Lock()
+        self._model_id = bundle.model_id
+        cfg = bundle.vision.config
+        self.image_size = cfg.image_size
+        self.grid = cfg.image_size // cfg.patch_size
+        self.context = bundle.lm.config.tokenizer_model_max_length
+        mean = torch.tensor(bundle.image_mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(bundle.image_std, dtype=torch.float32).view(3, 1, 1)
+        self._norm = (mean, std)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def release(self) -> None:
+        """Drop the model, caches and (on GPU) the allocator's cached blocks."""
+        with self._lock:
+            self._prefix = None
+            self.features.clear()
+            self.bundle = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def answer(
+        self,
+        views: Sequence[ModelView],
+        question: str,
+        task: str = "",
+        click_points: Sequence[np.ndarray] = (),
+        max_new_tokens: int = 0,
+        temperature: float = -1.0,
+        on_token: Callable[[str, int], None] | None = None,
+        cancel: threading.Event | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> AnswerResult:
+        """Run one query; every failure comes back as an AnswerResult with its code, never raised."""
+        t0 = time.perf_counter()
+        timings = Timings()
+        result = AnswerResult(code=ResultCode.OK, model=self._model_id)
+        result.view_stamps_ns = [int(v.stamp_ns) for v in views]
+        result.click_points = [np.asarray(c, dtype=np.float64) for c in click_points]
+        with self._lock:
+            try:
+                self._run(
+                    views,
+                    question,
+                    task,
+                    result,
+                    timings,
+                    max_new_tokens,
+                    temperature,
+                    on_token,
+                    cancel,
+                    on_stage,
+                )
+            except QueryError as exc:
+                result.code, result.message = exc.code, exc.message
+            except GeometryError as exc:
+                result.code, result.message = ResultCode.BAD_REQUEST, f"bad scene geometry: {exc}"
+            except torch.OutOfMemoryError as exc:
+                self._prefix = None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                result.code = ResultCode.MODEL_ERROR
+                result.message = (
+                    f"out of memory during inference (fewer views or scene tokens may fit): {exc}"
+                )
+            except (RuntimeError, ValueError) as exc:
+                self._prefix = None
+                result.code, result.message = ResultCode.MODEL_ERROR, f"model failure: {exc}"
+            finally:
+                if self._prefix is not None:  # drop this query's tokens; keep the scene prefix
+                    extra = self._prefix.cache.get_seq_length() - self._prefix.length
+                    if extra > 0:
+                        self._prefix.cache.crop(-extra)
+        timings.total_s = time.perf_counter() - t0
+        result.timings = timings
+        return result
+
+    def _run(
+        self,
+        views,
+        question,
+        task,
+        result,
+        timings,
+        max_new_tokens,
+        temperature,
+        on_token,
+        cancel,
+        on_stage,
+    ) -> None:
+        b = self.bundle
+        if b is None:
+            raise QueryError(ResultCode.NOT_READY, "the model has been released")
+        if not views:
+            raise QueryError(ResultCode.NO_SCENE, "no views to answer from")
+        if not isinstance(question, str):
+            raise QueryError(ResultCode.BAD_REQUEST, "question must be a string")
+        clicks = self._clicks(result.click_points)
+        d = self.default_sampling
+        sampling = SamplingConfig(
+            max_new_tokens=max_new_tokens if max_new_tokens > 0 else d.max_new_tokens,
+            temperature=temperature if temperature >= 0 else d.temperature,
+            top_p=d.top_p,
+            seed=d.seed,
+        )
+        ids = tokenize_prompt(build_prompt(task_query(task, question, len(clicks))), b.tokenizer)
+        pre_ids, post_ids = split_at_image(ids)
+        n_text = len(pre_ids) + len(post_ids) - len(clicks)
+        cap = scene_token_budget(
+            n_text, len(clicks), sampling.max_new_tokens, self.max_scene_tokens, self.context
+        )
+        if cap < self.max_scene_tokens:
+            result.parse_warnings.append(
+                f"scene tokens capped at {cap} to fit the {self.context}-token context"
+            )
+        _stage(on_stage, "encoding")
+        t = time.perf_counter()
+        key = self._scene_key(views, cap)
+        prefix = (
+            self._prefix
+            if (self.reuse_prefix and self._prefix and self._prefix.key == key)
+            else None
+        )
+        dev = b.device
+        embed = b.lm.get_input_embeddings()
+        with torch.inference_mode():
+            if prefix is None:
+                self._prefix = None
+                scene = self._scene_tokens(views, cap)
+                prefix_embeds = torch.cat([embed(torch.tensor(pre_ids, device=dev)), scene])
+            else:
+                self.prefix_hits += 1
+            suffix = self._suffix_embeds(post_ids, clicks)
+            timings.encode_s = time.perf_counter() - t
+            _stage(on_stage, "prefill")
+            t = time.perf_counter()
+            if prefix is None and self.reuse_prefix:
+                cache = DynamicCache(config=b.lm.config)
+                forward_embeds(b.lm, prefix_embeds, cache)
+                prefix = _Prefix(key, cache, cache.get_seq_length(), scene.shape[0])
+                self._prefix = prefix
+            if prefix is not None:
+                cache, n_scene = prefix.cache, prefix.scene_tokens
+                logits = forward_embeds(b.lm, suffix, cache)
+            else:  # full recomputation, no reuse
+                cache, n_scene = DynamicCache(config=b.lm.config), scene.shape[0]
+                logits = forward_embeds(b.lm, torch.cat([prefix_embeds, suffix]), cache)
+            result.scene_tokens = n_scene
+            timings.prefill_s = time.perf_counter() - t
+        _stage(on_stage, "decoding")
+        t = time.perf_counter()
+        tok = b.tokenizer
+
+        def _emit(out: list[int]) -> None:
+            if on_token is not None:
+                on_token(tok.decode(out), len(out))
+
+        try:
+            tokens = decode(b.lm, cache, logits, sampling, tok.eos_id, _emit, cancel)
+        finally:
+            timings.decode_s = time.perf_counter() - t
+        self.last_tokens = tokens
+        result.text = tok.decode(tokens).strip()
+        result.boxes, warnings = parse_boxes(result.text)
+        result.parse_warnings.extend(warnings)
+
+    def _clicks(self, points: list[np.ndarray]) -> torch.Tensor:
+        for i, p in enumerate(points):
+            if p.shape != (3,) or not np.all(np.isfinite(p)):
+                raise QueryError(
+                    ResultCode.BAD_REQUEST, f"click point {i} must be 3 finite numbers, got {p!r}"
+                )
+        arr = np.stack(points) if points else np.zeros((0, 3))
+        return torch.as_tensor(arr, dtype=torch.float32)
+
+    def _check_view(self, v: ModelView) -> None:
+        s, g = self.image_size, self.grid
+        if v.image.shape != (s, s, 3) or v.image.dtype != np.uint8:
+            raise QueryError(
+                ResultCode.BAD_REQUEST, f"view {v.frame_id}: image must be ({s},{s},3) uint8"
+            )
+        if v.patch_xyz.shape != (g, g, 3) or v.patch_valid.shape != (g, g):
+            raise QueryError(
+                ResultCode.BAD_REQUEST, f"view {v.frame_id}: patch grid must be {g}×{g}"
+            )
+
+    def _scene_key(self, views: Sequence[ModelView], cap: int) -> str:
+        """Changes whenever the frames, their (re-optimised) positions, or the pooling settings do."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((cap, self.voxel_size, self.seed, self.compat_bf16)).encode())
+        for v in views:
+            self._check_view(v)
+            h.update(int(v.frame_id).to_bytes(8, "little", signed=True))
+            h.update(np.ascontiguousarray(v.patch_xyz, dtype=np.float32).tobytes())
+            h.update(np.ascontiguousarray(v.patch_valid, dtype=bool).tobytes())
+        return h.hexdigest()
+
+    def _view_features(self, views: Sequence[ModelView]) -> torch.Tensor:
+        """(V·G·G, C) CLIP features; the tower runs only for frames not already cached."""
+        b = self.bundle
+        have: dict[int, torch.Tensor] = {}
+        for v in views:  # held locally: frames evicted by this query's own inserts still count
+            f = self.features.get(v.frame_id)
+            if f is not None:
+                have[v.frame_id] = f
+        todo = list({v.frame_id: v for v in views if v.frame_id not in have}.values())
+        mean, std = (x.to(b.device) for x in self._norm)
+        select = b.lm.config.mm_vision_select_layer
+        for i in range(0, len(todo), self.vision_batch):
+            chunk = todo[i : i + self.vision_batch]
+            pix = torch.stack([torch.from_numpy(np.ascontiguousarray(v.image)) for v in chunk])
+            pix = ((pix.to(b.device).permute(0, 3, 1, 2).float() / 255.0 - mean) / std).to(b.dtype)
+            feats = clip_patch_features(b.vision, pix, select)
+            for v, f in zip(chunk, feats, strict=True):
+                self.features.put(v.frame_id, f)
+                have[v.frame_id] = f
+        return torch.cat([have[v.frame_id] for v in views])
+
+    def _scene_tokens(self, views: Sequence[ModelView], cap: int) -> torch.Tensor:
+        b = self.bundle
+        feats = self._view_features(views)
+        xyz = torch.from_numpy(
+            np.concatenate([np.asarray(v.patch_xyz, np.float32).reshape(-1, 3) for v in views])
+        )
+        valid = torch.from_numpy(
+            np.concatenate([np.asarray(v.patch_valid, bool).reshape(-1) for v in views])
+        )
+        # invalid patches may hold NaN; they are excluded from pooling but still pass the MLP
+        xyz = torch.where(valid[:, None], xyz, torch.zeros_like(xyz)).to(b.device)
+        tokens, _ = b.lm.scene_tokens(
+            feats,
+            xyz,
+            valid.to(b.device),
+            voxel_size=self.voxel_size,
+            max_tokens=cap,
+            seed=self.seed,
+            compat_bf16=self.compat_bf16,
+        )
+        return tokens
+
+    def _suffix_embeds(self, post_ids: list[int], clicks: torch.Tensor) -> torch.Tensor:
+        """Text after ``<image>`` with one click embedding spliced in per ``<boxes>`` sentinel."""
+        b = self.bundle
+        dev = b.device
+        embed = b.lm.get_input_embeddings()
+        click_emb = b.lm.click_tokens(clicks.to(dev)) if len(clicks) else None
+        parts, run, k = [], [], 0
+        for t in post_ids:
+            if t == BOX_TOKEN_INDEX:
+                if run:
+                    parts.append(embed(torch.tensor(run, device=dev)))
+                    run = []
+                parts.append(click_emb[k : k + 1])
+                k += 1
+            else:
+                run.append(t)
+        if run:
+            parts.append(embed(torch.tensor(run, device=dev)))
+        return torch.cat(parts)
+
+
+def _stage(cb: Callable[[str], None] | None, name: str) -> None:
+    if cb is not None:
+        cb(name)

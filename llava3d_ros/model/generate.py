@@ -1,0 +1,95 @@
+"""Token-by-token decoding over a KV cache: greedy or sampled, streamed, cancellable, seedable."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, LlamaForCausalLM
+
+from llava3d_ros.answer import QueryError, ResultCode
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """``temperature <= 0`` means greedy; ``seed`` makes sampling reproducible."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise QueryError(
+                ResultCode.BAD_REQUEST, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"
+            )
+        if not 0.0 < self.top_p <= 1.0:
+            raise QueryError(ResultCode.BAD_REQUEST, f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def pick_token(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator | None) -> int:
+    """Next token from (vocab,) logits: argmax, or nucleus sampling at the given temperature."""
+    if cfg.temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
+    if cfg.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        # keep the smallest set whose mass reaches top_p (the top token always stays)
+        drop = (torch.cumsum(sorted_p, dim=-1) - sorted_p) >= cfg.top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+    return int(torch.multinomial(probs.cpu(), 1, generator=gen))
+
+
+@torch.inference_mode()
+def forward_embeds(lm: LlamaForCausalLM, embeds: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    """Append (T, hidden) embeddings to ``cache``; returns the last position's logits (vocab,)."""
+    out = lm(inputs_embeds=embeds[None], cache=cache, use_cache=True, logits_to_keep=1)
+    return out.logits[0, -1]
+
+
+@torch.inference_mode()
+def decode(
+    lm: LlamaForCausalLM,
+    cache: DynamicCache,
+    logits: torch.Tensor,
+    cfg: SamplingConfig,
+    eos_id: int,
+    on_token: Callable[[list[int]], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[int]:
+    """Generate from ``logits`` (after the prompt) until EOS or ``max_new_tokens``.
+
+    ``on_token`` sees the ids so far after each new token; a set ``cancel`` raises
+    ``QueryError(CANCELED)`` before the next forward pass.
+    """
+    gen = None
+    if cfg.temperature > 0:
+        gen = torch.Generator(device="cpu")
+        if cfg.seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(cfg.seed)
+    embed = lm.get_input_embeddings()
+    out: list[int] = []
+    if cancel is not None and cancel.is_set():
+        raise QueryError(ResultCode.CANCELED, "canceled before the first token")
+    while True:
+        tok = pick_token(logits, cfg, gen)
+        if tok == eos_id:
+            break
+        out.append(tok)
+        if on_token is not None:
+            on_token(out)
+        if len(out) >= cfg.max_new_tokens:
+            break
+        if cancel is not None and cancel.is_set():
+            raise QueryError(ResultCode.CANCELED, f"canceled after {len(out)} tokens")
+        ids = torch.tensor([[tok]], device=logits.device)
+        logits = lm(inputs_embeds=embed(ids), cache=cache, use_cache=True, logits_to_keep=1).logits[
+            0, -1
+        ]
+    return out

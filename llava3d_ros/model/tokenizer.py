@@ -1,0 +1,58 @@
+"""The slow (sentencepiece) LLaMA tokenizer the release uses, read from ``tokenizer.model``.
+
+transformers 5 replaced its sentencepiece ``LlamaTokenizer`` with a converted BPE backend;
+upstream tokenised with the sentencepiece model itself, so we wrap sentencepiece directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sentencepiece as spm
+
+from llava3d_ros.model.config import ConfigError, read_json
+
+
+class SpTokenizer:
+    """``encode`` = what ``tokenizer(text).input_ids`` gave upstream (BOS first, no EOS)."""
+
+    def __init__(self, model_proto: bytes, add_bos: bool = True) -> None:
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.LoadFromSerializedProto(model_proto)
+        except (RuntimeError, OSError) as exc:
+            raise ConfigError(f"cannot load sentencepiece model: {exc}") from exc
+        self.model_proto = model_proto
+        self.add_bos = add_bos
+        self.bos_id = self.sp.bos_id()
+        self.eos_id = self.sp.eos_id()
+        self.unk_id = self.sp.unk_id()
+
+    @classmethod
+    def from_dir(cls, model_dir: Path) -> SpTokenizer:
+        """Load ``tokenizer.model`` (+ ``add_bos_token`` from ``tokenizer_config.json`` if present)."""
+        path = model_dir / "tokenizer.model"
+        if not path.is_file():
+            raise ConfigError(
+                f"missing tokenizer file {path} (the slow LLaMA tokenizer is required)"
+            )
+        cfg_path = model_dir / "tokenizer_config.json"
+        add_bos = (
+            bool(read_json(cfg_path).get("add_bos_token", True)) if cfg_path.is_file() else True
+        )
+        return cls(path.read_bytes(), add_bos=add_bos)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.sp.encode(text)
+        return [self.bos_id, *ids] if self.add_bos else ids
+
+    def decode(self, ids: list[int]) -> str:
+        # sentencepiece rejects ids it does not know; the LM head may be wider than the vocab
+        n = self.vocab_size
+        return self.sp.decode(
+            [i for i in ids if 0 <= i < n and i not in (self.bos_id, self.eos_id)]
+        )
