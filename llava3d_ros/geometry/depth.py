@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -70,18 +71,47 @@ def resize_crop_nearest(image: np.ndarray, plan: ResizeCrop) -> np.ndarray:
     return image[rows[:, None], cols[None, :]]
 
 
-def resize_crop_rgb(rgb: np.ndarray, plan: ResizeCrop) -> np.ndarray:
-    """Colour as CLIP's processor sees it: bicubic shortest-side resize, centre crop (floor)."""
+RESAMPLE_MODES = ("pillow", "opencv")
+
+
+def resize_crop_rgb(rgb: np.ndarray, plan: ResizeCrop, resample: str = "pillow") -> np.ndarray:
+    """Colour as CLIP's processor sees it: shortest-side resize to ``size``, centre crop (floor).
+
+    ``resample="pillow"`` is Pillow bicubic, bit-identical to HF's CLIPImageProcessor (the whole
+    image is resized: resampling only the crop box with Pillow's ``box=`` differs by up to 20
+    levels for portrait images). ``"opencv"`` is OpenCV bilinear, ~5× faster and not bit-exact (on the 7-Scenes frames mean |Δ| ≈ 0.4/255 against Pillow, the closest of
+    OpenCV's fast modes; its bicubic is further off because it does not antialias).
+    """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise GeometryError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
     if rgb.shape[:2] != (plan.orig_h, plan.orig_w):
         raise GeometryError(
             f"rgb is {rgb.shape[1]}x{rgb.shape[0]}, plan expects {plan.orig_w}x{plan.orig_h}"
         )
+    if resample not in RESAMPLE_MODES:
+        raise GeometryError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
     # HF's CLIPImageProcessor: long side int(size·long/short), crop offset floor((new−size)/2).
     short, long = sorted((plan.orig_w, plan.orig_h))
     new_long = int(plan.size * long / short)
     new_w, new_h = (new_long, plan.size) if plan.orig_w >= plan.orig_h else (plan.size, new_long)
-    img = Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.BICUBIC)
     left, top = (new_w - plan.size) // 2, (new_h - plan.size) // 2
+    if resample == "opencv":
+        x0, y0 = left * plan.orig_w / new_w, top * plan.orig_h / new_h
+        x1, y1 = x0 + plan.size * plan.orig_w / new_w, y0 + plan.size * plan.orig_h / new_h
+        downscale = plan.orig_w >= new_w and plan.orig_h >= new_h  # no sample leaves the window
+        if (
+            downscale
+            and all(float(c).is_integer() for c in (x0, y0, x1, y1))
+            and (
+                (x1 - x0) / plan.size == plan.orig_w / new_w
+                and (y1 - y0) / plan.size == plan.orig_h / new_h
+            )
+        ):
+            # the crop is whole source pixels at the same scale (640×480: columns 80..559), so
+            # resizing just that window samples the same positions: identical, 25 % less work
+            window = rgb[int(y0) : int(y1), int(x0) : int(x1)]
+            return cv2.resize(window, (plan.size, plan.size), interpolation=cv2.INTER_LINEAR)
+        out = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(out[top : top + plan.size, left : left + plan.size])
+    img = Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.BICUBIC)
     return np.asarray(img.crop((left, top, left + plan.size, top + plan.size)))

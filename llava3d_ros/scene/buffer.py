@@ -11,7 +11,7 @@ from llava3d_ros.geometry.align import estimate_floor_alignment, given_alignment
 from llava3d_ros.geometry.boxes import project_points
 from llava3d_ros.geometry.cameras import plan_resize_crop, resize_crop_intrinsics
 from llava3d_ros.geometry.clicks import click_to_world
-from llava3d_ros.geometry.depth import resize_crop_rgb
+from llava3d_ros.geometry.depth import RESAMPLE_MODES, resize_crop_rgb
 from llava3d_ros.geometry.errors import NoValidDepthError
 from llava3d_ros.geometry.unproject import (
     PatchPoints,
@@ -71,6 +71,8 @@ class FrameBuffer:
     the most redundant keyframe (closest in pose to another one; the newest is kept) is evicted
     and ``on_evict`` is called with its id, so a feature cache can drop it. ``mode`` is
     ``robust`` (median depth per patch) or ``upstream`` (top-left pixel, bit-exact).
+    ``resample`` picks the colour resize: ``pillow`` (bit-identical to CLIP's preprocessing)
+    or ``opencv`` (bilinear, ~5× faster, mean |Δ| ≈ 0.4 grey levels).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class FrameBuffer:
         compat_bf16: bool = False,
         alignment: np.ndarray | None = None,
         on_evict: Callable[[int], None] | None = None,
+        resample: str = "pillow",
     ) -> None:
         if capacity < 1 or max_bytes < 1:
             raise ValueError(
@@ -93,6 +96,9 @@ class FrameBuffer:
             )
         if mode not in ("robust", "upstream"):
             raise ValueError(f"mode must be 'robust' or 'upstream', got {mode!r}")
+        if resample not in RESAMPLE_MODES:
+            raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+        self.resample = resample
         self.capacity, self.max_bytes = capacity, max_bytes
         self.image_size, self.patch, self.mode = image_size, patch, mode
         self.min_translation, self.min_rotation = min_translation, np.deg2rad(min_rotation_deg)
@@ -150,7 +156,7 @@ class FrameBuffer:
             raise NoValidDepthError(
                 f"frame at stamp {frame.stamp_ns} has no patch with valid depth"
             )
-        image = resize_crop_rgb(frame.rgb, rgb_plan)
+        image = resize_crop_rgb(frame.rgb, rgb_plan, self.resample)
         return Keyframe(frame, image, points, resize_crop_intrinsics(frame.k_rgb, rgb_plan))
 
     def add(self, frame: Frame) -> int | None:
