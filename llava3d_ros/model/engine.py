@@ -286,7 +286,8 @@ class Engine:
         select = b.lm.config.mm_vision_select_layer
         for i in range(0, len(todo), self.vision_batch):
             chunk = todo[i : i + self.vision_batch]
-            pix = torch.stack([torch.from_numpy(np.array(v.image))  # a copy: views may be read-only for v in chunk])
+            # np.array copies: views may hold read-only arrays, which torch will not wrap
+            pix = torch.stack([torch.from_numpy(np.array(v.image)) for v in chunk])
             pix = ((pix.to(b.device).permute(0, 3, 1, 2).float() / 255.0 - mean) / std).to(b.dtype)
             feats = clip_patch_features(b.vision, pix, select)
             for v, f in zip(chunk, feats, strict=True):
