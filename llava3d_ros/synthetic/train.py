@@ -1,0 +1,389 @@
+"""Train a tiny LLaVA-3D (the project's own model code) on procedural scenes, nanoGPT-style.
+
+    python -m llava3d_ros.synthetic.train --data train.npz --out tiny_ckpt --steps 3000
+
+The vision tower stays frozen at its seeded random init (the release freezes CLIP too), so
+its patch features are computed once per scene; everything after it trains: the 3D
+position MLP, voxel pooling, projector, click encoder and the LLaMA-shaped LLM. Several
+questions per scene are packed into one multi-turn llava_v1 conversation so the scene
+tokens are paid for once. Deterministic for a given --steps; --minutes cuts short and
+makes the learning-rate schedule follow the wall clock too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from llava3d_ros.model.llava3d import clip_patch_features
+from llava3d_ros.model.loader import ModelBundle
+from llava3d_ros.model.prompts import (
+    BOX_TOKEN_INDEX,
+    build_prompt,
+    split_at_image,
+    tokenize_prompt,
+)
+from llava3d_ros.model.tiny import random_bundle, tiny_config, tiny_vision_config, write_checkpoint
+from llava3d_ros.model.tokenizer import SpTokenizer
+from llava3d_ros.synthetic.dataset import (
+    DataConfig,
+    SceneSample,
+    generate,
+    load_npz,
+    parse_seeds,
+)
+from llava3d_ros.synthetic.tasks import Task
+from llava3d_ros.synthetic.vocab import build_tokenizer
+
+MODEL_NAME = "tiny-llava3d-synthetic"
+SHORT_KINDS = ("color", "category", "count")  # the curriculum's first phase
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch: int = 8
+    questions: int = 6  # packed per scene per sequence
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    curriculum: float = 0.3  # share of steps with short answers only
+    kinds: tuple[str, ...] = ("caption", "color", "category", "count", "ground")
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    mm_hidden: int = 64
+    vision_hidden: int = 64
+    fourier_freqs: int = 4  # 0 = the released plain MLP position embedding
+    voxel_size: float = 0.2
+    max_scene_tokens: int = 2560
+    shuffle_tokens: bool = True  # random scene-token order: location only via 3D positions
+    seed: int = 0
+
+
+def build_model(cfg: TrainConfig, tok: SpTokenizer, data: DataConfig, device: str) -> ModelBundle:
+    """The tiny model from the model package's factory, with our tokenizer and image geometry."""
+    llm = tiny_config(
+        max(tok.vocab_size, 1),
+        hidden_size=cfg.hidden,
+        intermediate_size=3 * cfg.hidden,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
+        mm_hidden_size=cfg.mm_hidden,
+        max_position_embeddings=2048,
+        tokenizer_model_max_length=2048,
+        position_encoding="fourier_mlp" if cfg.fourier_freqs else "mlp",
+        position_fourier_freqs=cfg.fourier_freqs,
+        num_frames=data.n_views,
+    )
+    vision = tiny_vision_config(
+        hidden_size=cfg.vision_hidden,
+        intermediate_size=2 * cfg.vision_hidden,
+        image_size=data.resolution,
+        patch_size=data.patch,
+    )
+    bundle = random_bundle(llm, vision, seed=cfg.seed, device=device, name=MODEL_NAME)
+    if tok.vocab_size > llm["vocab_size"]:
+        raise ValueError("tokenizer larger than the model's vocabulary")
+    bundle.tokenizer = tok
+    # The factory's N(0, 0.02) init leaves MLP(xyz) ~30x smaller than the CLIP features it is
+    # added to, so a small model learns to ignore 3D positions (what the first experiment
+    # saw); PyTorch's default fan-in init gives both 3D MLPs unit-scale outputs from step 0.
+    for mlp in (bundle.lm.patch_pos_mlp, bundle.lm.click_encoder):
+        torch.manual_seed(cfg.seed)
+        for layer in mlp.position_embedding_head:
+            if isinstance(layer, torch.nn.Linear):
+                layer.reset_parameters()
+    return bundle
+
+
+@torch.no_grad()
+def scene_features(bundle: ModelBundle, sample: SceneSample) -> torch.Tensor:
+    """Frozen CLIP patch features (V·G·G, C), normalised exactly as the inference engine does."""
+    mean = torch.tensor(bundle.image_mean, device=bundle.device).view(1, 3, 1, 1)
+    std = torch.tensor(bundle.image_std, device=bundle.device).view(1, 3, 1, 1)
+    pix = torch.from_numpy(sample.images).to(bundle.device).permute(0, 3, 1, 2).float() / 255.0
+    feats = clip_patch_features(
+        bundle.vision, (pix - mean) / std, bundle.lm.config.mm_vision_select_layer
+    )
+    return feats.reshape(-1, feats.shape[-1])
+
+
+def encode_turns(tok: SpTokenizer, tasks: list[Task]) -> tuple[list[int], list[int], list[int]]:
+    """Packed conversation → (prefix ids before <image>, ids after it, labels for those ids).
+
+    Turn 1 is exactly the inference prompt; later turns follow llava_v1 ("USER: q ASSISTANT:
+    a</s>"). Only answer tokens and their </s> are supervised (label −100 elsewhere).
+    """
+    pre, post = split_at_image(tokenize_prompt(build_prompt(tasks[0].question), tok))
+    labels = [-100] * len(post)
+    for i, task in enumerate(tasks):
+        if i:
+            turn = tokenize_prompt(f"USER: {task.question} ASSISTANT:", tok)[1:]  # no BOS
+            post += turn
+            labels += [-100] * len(turn)
+        answer = tok.sp.encode(task.answer) + [tok.eos_id]
+        post += answer
+        labels += answer
+    return pre, post, labels
+
+
+def sequence_embeds(
+    bundle: ModelBundle,
+    feats: torch.Tensor,
+    sample: SceneSample,
+    tasks: list[Task],
+    cfg: TrainConfig,
+    order_seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings (T, H) of [prefix, scene tokens, turns with clicks spliced] and labels (T,).
+
+    With ``order_seed`` the scene tokens come in a seeded random order: voxel tokens are
+    sorted x-major, so their order alone would tell the LLM (via RoPE) where each one is,
+    and a small model then never learns to read the 3D position embedding.
+    """
+    lm, dev = bundle.lm, bundle.device
+    pre, post, labels = encode_turns(bundle.tokenizer, tasks)
+    xyz = torch.from_numpy(sample.patch_xyz.reshape(-1, 3)).to(dev)
+    valid = torch.from_numpy(sample.patch_valid.reshape(-1)).to(dev)
+    xyz = torch.where(valid[:, None], xyz, torch.zeros_like(xyz))
+    scene, _ = lm.scene_tokens(
+        feats,
+        xyz,
+        valid,
+        voxel_size=cfg.voxel_size,
+        max_tokens=cfg.max_scene_tokens,
+        seed=cfg.seed,
+    )
+    if order_seed is not None:
+        gen = torch.Generator().manual_seed(order_seed)
+        scene = scene[torch.randperm(len(scene), generator=gen).to(dev)]
+    clicks = torch.from_numpy(np.concatenate([t.clicks for t in tasks])).to(dev)
+    click_emb = lm.click_tokens(clicks) if len(clicks) else None
+    ids = torch.tensor(post, device=dev)
+    is_click = ids == BOX_TOKEN_INDEX
+    text = lm.get_input_embeddings()(ids.clamp(min=0))
+    if click_emb is not None:
+        if int(is_click.sum()) != len(click_emb):
+            raise ValueError("<boxes> sentinels and click points differ in number")
+        text = text.masked_scatter(is_click[:, None], click_emb)
+    prefix = lm.get_input_embeddings()(torch.tensor(pre, device=dev))
+    embeds = torch.cat([prefix, scene, text])
+    ignore = torch.full((len(pre) + len(scene),), -100, device=dev)
+    return embeds, torch.cat([ignore, torch.tensor(labels, device=dev)])
+
+
+def batch_loss(
+    bundle: ModelBundle, seqs: list[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Right-padded batch → mean answer-token CE, and token / whole-answer accuracy."""
+    dev, h = bundle.device, seqs[0][0].shape[1]
+    t_max = max(len(e) for e, _ in seqs)
+    embeds = torch.zeros(len(seqs), t_max, h, device=dev)
+    labels = torch.full((len(seqs), t_max), -100, device=dev)
+    mask = torch.zeros(len(seqs), t_max, dtype=torch.long, device=dev)
+    for i, (e, lab) in enumerate(seqs):
+        embeds[i, : len(e)], labels[i, : len(e)], mask[i, : len(e)] = e, lab, 1
+    logits = bundle.lm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
+    target = labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
+    )
+    with torch.no_grad():
+        sup = target != -100
+        right = (logits.argmax(-1) == target) & sup
+        token_acc = float(right.sum() / sup.sum().clamp(min=1))
+    return loss, {"loss": float(loss.detach()), "token_acc": token_acc}
+
+
+@torch.no_grad()
+def answer_accuracy(
+    bundle: ModelBundle,
+    feats: list[torch.Tensor],
+    samples: list[SceneSample],
+    cfg: TrainConfig,
+    kinds: tuple[str, ...],
+) -> dict[str, float]:
+    """Teacher-forced exact-answer accuracy per kind, one question per sequence (fast proxy)."""
+    bundle.lm.eval()
+    right: dict[str, list[bool]] = {k: [] for k in kinds}
+    for f, s in zip(feats, samples, strict=True):
+        for task in s.tasks:
+            if task.kind not in kinds:
+                continue
+            e, lab = sequence_embeds(bundle, f, s, [task], cfg)
+            logits = bundle.lm(inputs_embeds=e[None]).logits[0, :-1]
+            target = lab[1:]
+            sup = target != -100
+            right[task.kind].append(bool((logits.argmax(-1)[sup] == target[sup]).all()))
+    bundle.lm.train()
+    return {k: float(np.mean(v)) for k, v in right.items() if v}
+
+
+def pick_tasks(sample: SceneSample, kinds: tuple[str, ...], n: int, rng: random.Random) -> list:
+    pool = [t for t in sample.tasks if t.kind in kinds]
+    rng.shuffle(pool)
+    return pool[:n]
+
+
+def train(
+    cfg: TrainConfig,
+    train_samples: list[SceneSample],
+    data_cfg: DataConfig,
+    out_dir: Path | None,
+    device: str = "cpu",
+    minutes: float = 0.0,
+    val_samples: list[SceneSample] | None = None,
+    eval_every: int = 200,
+    progress: bool = True,
+) -> tuple[ModelBundle, list[dict]]:
+    """The training loop; returns the trained bundle and the log rows (also written as CSV)."""
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    texts = [t.question for s in train_samples for t in s.tasks]
+    texts += [t.answer for s in train_samples for t in s.tasks]
+    tok = build_tokenizer(texts)
+    bundle = build_model(cfg, tok, data_cfg, device)
+    bundle.lm.train()
+    for p in bundle.vision.parameters():
+        p.requires_grad_(False)
+    feats = [scene_features(bundle, s) for s in train_samples]
+    val_feats = [scene_features(bundle, s) for s in val_samples or []]
+    params = [p for p in bundle.lm.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    rng = random.Random(cfg.seed)
+    log: list[dict] = []
+    start = time.perf_counter()
+    writer = None
+    if out_dir is not None:
+        (out_dir / "training").mkdir(parents=True, exist_ok=True)
+        log_file = (out_dir / "training" / "log.csv").open("w", newline="")
+    bar = tqdm(range(cfg.steps), disable=not progress, desc="train")
+    for step in bar:
+        # Linear warmup then cosine decay to 10%. Under a wall-clock budget the schedule follows
+        # whichever runs out first, steps or minutes, so a cut-short run still decays (such a
+        # run is then only as reproducible as its step count, which meta.json records).
+        frac = step / max(cfg.steps - 1, 1)
+        if minutes > 0:
+            frac = min(1.0, max(frac, (time.perf_counter() - start) / (60 * minutes)))
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.55 + 0.45 * math.cos(math.pi * frac))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        kinds = cfg.kinds if frac >= cfg.curriculum else tuple(set(SHORT_KINDS) & set(cfg.kinds))
+        kinds = kinds or cfg.kinds
+        seqs = []
+        for _ in range(cfg.batch):
+            i = rng.randrange(len(train_samples))
+            tasks = pick_tasks(train_samples[i], kinds, cfg.questions, rng)
+            order = rng.randrange(2**31) if cfg.shuffle_tokens else None
+            if tasks:
+                seqs.append(sequence_embeds(bundle, feats[i], train_samples[i], tasks, cfg, order))
+        loss, stats = batch_loss(bundle, seqs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        row = {"step": step, "time_s": round(time.perf_counter() - start, 2), "lr": lr, **stats}
+        last = step == cfg.steps - 1
+        out_of_time = minutes > 0 and time.perf_counter() - start > 60 * minutes
+        if val_samples and (step % eval_every == 0 or last or out_of_time):
+            acc = answer_accuracy(bundle, val_feats, val_samples, cfg, cfg.kinds)
+            row.update({f"val_{k}": v for k, v in acc.items()})
+        log.append(row)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['token_acc']:.2f}")
+        if out_dir is not None:
+            if writer is None:
+                fields = ["step", "time_s", "lr", "loss", "token_acc"]
+                fields += [f"val_{k}" for k in cfg.kinds]
+                writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
+                writer.writeheader()
+            writer.writerow(row)
+            log_file.flush()
+        if out_of_time:
+            break
+    bundle.lm.eval()
+    bundle.random_weights = False
+    if out_dir is not None:
+        log_file.close()
+        write_checkpoint(bundle, out_dir, random_weights=False)
+        meta = {
+            "train": asdict(cfg),
+            "data": asdict(data_cfg),
+            "train_seeds": [s.seed for s in train_samples],
+            "steps_done": len(log),
+            "wall_s": round(time.perf_counter() - start, 1),
+            "device": device,
+            "final": log[-1] if log else {},
+        }
+        (out_dir / "training" / "meta.json").write_text(json.dumps(meta, indent=2))
+    return bundle, log
+
+
+def load_or_generate(data: str, data_cfg: DataConfig, workers: int):
+    """A .npz path, or a seed spec like 0-499 rendered now."""
+    if data.endswith(".npz"):
+        return load_npz(data)
+    return data_cfg, generate(parse_seeds(data), data_cfg, workers)
+
+
+def _flag(text: str) -> bool:
+    if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    return text.lower() in ("1", "true", "yes")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="train .npz (see dataset.py) or seeds A-B")
+    p.add_argument("--val", default="", help="held-out .npz or seeds for the accuracy log")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint output directory")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--minutes", type=float, default=0.0, help="wall-clock cap (0 = none)")
+    p.add_argument("--workers", type=int, default=2, help="render processes for seed specs")
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    for f, default in asdict(TrainConfig()).items():
+        kind = type(default)
+        if kind is tuple:
+            p.add_argument(f"--{f.replace('_', '-')}", default=",".join(default))
+        elif kind is bool:
+            p.add_argument(f"--{f.replace('_', '-')}", type=_flag, default=default)
+        else:
+            p.add_argument(f"--{f.replace('_', '-')}", type=kind, default=default)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    fields = asdict(TrainConfig())
+    cfg = TrainConfig(
+        **{
+            f: tuple(getattr(a, f).split(",")) if isinstance(d, tuple) else getattr(a, f)
+            for f, d in fields.items()
+        }
+    )
+    data_cfg, train_samples = load_or_generate(a.data, DataConfig(), a.workers)
+    val = load_or_generate(a.val, data_cfg, a.workers)[1] if a.val else None
+    train(cfg, train_samples, data_cfg, a.out, a.device, a.minutes, val, a.eval_every)
+    print(f"checkpoint written to {a.out}")
+
+
+if __name__ == "__main__":
+    main()
