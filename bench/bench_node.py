@@ -1,0 +1,269 @@
+"""Node overheads over loopback DDS, each next to a baseline measured in the same run.
+
+1. ~/query round trip excluding the model: the node runs with an instant model stand-in (it
+   returns OK at once), so what is left is conversion, validation, the queue, view collection
+   and publishing. Baseline: a bare rclpy service of the same type answering at once.
+2. CPU cost of ingesting 30 Hz 640×480 RGB-D + camera_info + pose (the camera moves 1 cm per
+   frame, so a keyframe every ~10 frames). Baseline: a bare rclpy process subscribed to the
+   same four topics with empty callbacks. CPU = the child process's user+system time.
+
+Run: /tmp/v1/bin/python bench/bench_node.py [--seconds 10] [--calls 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from llava3d_ros.ros.dds import loopback_env, use_loopback  # noqa: E402
+
+
+class InstantEngine:
+    """Model stand-in for measuring the node alone: answers OK at once, labelled as such."""
+
+    model_id = "instant-bench-stand-in (random-weights)"
+    image_size, grid = 336, 24
+
+    def __init__(self, settings) -> None:
+        pass
+
+    def answer(self, views, question, **kw):
+        from llava3d_ros.answer import AnswerResult, ResultCode
+
+        return AnswerResult(
+            ResultCode.OK,
+            text="ok",
+            model=self.model_id,
+            view_stamps_ns=[v.stamp_ns for v in views],
+        )
+
+    def release(self) -> None:
+        pass
+
+
+def serve_node(threads: str) -> int:
+    from llava3d_ros.ros.node import main
+
+    return main(
+        [
+            "llava3d_node",
+            "--autostart",
+            "--ros-args",
+            "-p",
+            "publish_debug_image:=false",
+            "-p",
+            f"torch_threads:={threads}",
+        ],
+        engine_factory=InstantEngine,
+    )
+
+
+def serve_bare(kind: str) -> int:
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from llava3d_ros.srv import Query
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("llava3d", context=ctx)
+    if kind == "service":
+        node.create_service(Query, "~/query", lambda req, resp: resp)
+    else:
+        for t, topic in (
+            (Image, "rgb/image"),
+            (Image, "depth/image"),
+            (CameraInfo, "rgb/camera_info"),
+            (PoseStamped, "pose"),
+        ):
+            node.create_subscription(t, topic, lambda m: None, qos_profile_sensor_data)
+    with contextlib.suppress(KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        rclpy.spin(node, executor=rclpy.executors.SingleThreadedExecutor(context=ctx))
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start(role: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--serve", role],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(p: subprocess.Popen) -> None:
+    p.send_signal(2)
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def round_trips(client, n: int, prompt, check: bool) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        answer = client.query(prompt, timeout=10)
+        out.append(time.perf_counter() - t)
+        if check and not answer.success:
+            raise RuntimeError(f"bench query failed: {answer.message}")
+    return out
+
+
+def frame(i: int, rng) -> tuple:
+    rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    depth = np.full((480, 640), 2000, dtype=np.uint16)
+    depth[::7, ::5] = 0
+    pose = np.eye(4)
+    pose[0, 3] = 0.01 * i
+    k = np.array([[525.0, 0, 319.5], [0, 525.0, 239.5], [0, 0, 1]])
+    return rgb, depth, k, pose
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--serve", choices=["node", "node1", "service", "subscriber"])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--calls", type=int, default=200)
+    args = ap.parse_args()
+    if args.serve in ("node", "node1"):
+        return serve_node("1" if args.serve == "node1" else "0")
+    if args.serve:
+        return serve_bare(args.serve)
+
+    domain = use_loopback()
+    env = loopback_env(domain_id=domain)
+    import rclpy
+
+    from llava3d_ros.ros.client import Llava3dClient, make_prompt
+    from llava3d_ros.ros.publish import FramePublisher
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    client = Llava3dClient("/llava3d", ctx)
+    pub_node = rclpy.create_node("bench_publisher", context=ctx)
+    pub = FramePublisher(pub_node)
+    rng = np.random.default_rng(0)
+    frames = [frame(i, rng) for i in range(30)]
+    rows = []
+
+    # 1. round trip
+    rtt = {}
+    for role in ("service", "node", "node1"):
+        p = start(role, env)
+        try:
+            is_node = role.startswith("node")
+            client.wait_for_node(120) if is_node else client._query.wait_for_service(60)
+            if is_node:
+                pub.wait_for_subscribers(30)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    rgb, depth, k, pose = frames[0]
+                    pub.publish(rgb, depth, k, pose, 1_000_000_000)
+                    if client.query(make_prompt("ready?"), timeout=10).success:
+                        break
+            round_trips(client, 20, make_prompt("warm up"), is_node)
+            rtt[role] = round_trips(client, args.calls, make_prompt("what is here?"), is_node)
+        finally:
+            stop(p)
+    for role, label in (
+        ("service", "bare rclpy Query service (baseline)"),
+        ("node", "llava3d ~/query, model excluded"),
+        ("node1", "  same, torch_threads:=1"),
+    ):
+        ms = [x * 1e3 for x in rtt[role]]
+        rows.append(
+            (label, f"{statistics.median(ms):.2f} ms", f"p90 {np.percentile(ms, 90):.2f} ms")
+        )
+    for role, label in (
+        ("node", "node overhead over baseline (median)"),
+        ("node1", "  same, torch_threads:=1"),
+    ):
+        overhead = statistics.median(rtt[role]) - statistics.median(rtt["service"])
+        rows.append((label, f"{overhead * 1e3:.2f} ms", "goal <= 5 ms"))
+
+    # 2. ingest CPU at 30 Hz
+    cpu = {}
+    for role in ("subscriber", "node", "node1"):
+        p = start(role, env)
+        try:
+            if not pub.wait_for_subscribers(120):
+                raise RuntimeError(f"{role} never subscribed")
+            time.sleep(2.0)  # let start-up CPU settle
+            c0, t0 = cpu_seconds(p.pid), time.monotonic()
+            n = int(args.seconds * 30)
+            stamp0 = 10_000_000_000
+            for i in range(n):
+                due = t0 + i / 30
+                time.sleep(max(0.0, due - time.monotonic()))
+                rgb, depth, k, pose = frames[i % len(frames)]
+                pose = pose.copy()
+                pose[0, 3] = 0.01 * i
+                pub.publish(rgb, depth, k, pose, stamp0 + i * 33_333_333)
+            wall = time.monotonic() - t0
+            cpu[role] = (cpu_seconds(p.pid) - c0) / wall
+        finally:
+            stop(p)
+    rows.append(
+        (
+            "bare subscriber, 30 Hz 640x480 RGB-D (baseline)",
+            f"{cpu['subscriber'] * 100:.1f} % of a core",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "llava3d node ingesting 30 Hz 640x480 RGB-D",
+            f"{cpu['node'] * 100:.1f} % of a core",
+            "goal < 10 %",
+        )
+    )
+    rows.append(
+        ("  same, torch_threads:=1", f"{cpu['node1'] * 100:.1f} % of a core", "goal < 10 %")
+    )
+    rows.append(
+        (
+            "node cost over baseline",
+            f"{(cpu['node'] - cpu['subscriber']) * 100:.1f} % of a core",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "  same, torch_threads:=1",
+            f"{(cpu['node1'] - cpu['subscriber']) * 100:.1f} % of a core",
+            "",
+        )
+    )
+
+    pub_node.destroy_node()
+    client.close()
+    rclpy.shutdown(context=ctx)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'value':>18}  note")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>18}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The query path between the queue and the model: validate, collect views, resolve clicks, answer.
+
+ROS-free: it works on the plain request, the scene core's FrameBuffer and the Engine, and
+returns an AnswerResult whose points and boxes are in the world frame (not the aligned one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from llava3d_ros.answer import AnswerResult, Box3D, QueryError, ResultCode
+from llava3d_ros.geometry.boxes import euler_to_matrix
+from llava3d_ros.geometry.errors import GeometryError, NoValidDepthError
+from llava3d_ros.model.prompts import task_query
+from llava3d_ros.ros.queries import Job
+from llava3d_ros.ros.request import TASKS, PixelClick, PointClick, QueryRequest
+from llava3d_ros.scene.buffer import FrameBuffer
+
+
+@dataclass
+class AnswerDefaults:
+    """Node defaults a request may leave open, and the limits it must respect."""
+
+    num_views: int = 8
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    max_question_chars: int = 4000
+    world_frame: str = "map"
+
+
+def validate(req: QueryRequest, d: AnswerDefaults) -> QueryRequest:
+    """The request with defaults filled in, or QueryError(BAD_REQUEST) saying what is wrong."""
+    if len(req.question) > d.max_question_chars:
+        raise QueryError(
+            ResultCode.BAD_REQUEST,
+            f"question is {len(req.question)} characters, the limit is {d.max_question_chars}",
+        )
+    if req.task not in TASKS:
+        raise QueryError(
+            ResultCode.BAD_REQUEST, f"unknown task {req.task!r}; expected one of {TASKS}"
+        )
+    if not np.isfinite(req.temperature):
+        raise QueryError(ResultCode.BAD_REQUEST, "temperature must be a finite number")
+    for i, c in enumerate(req.clicks):
+        coords = (c.u, c.v) if isinstance(c, PixelClick) else tuple(np.ravel(c.xyz))
+        if len(coords) not in (2, 3) or not np.all(np.isfinite(coords)):
+            raise QueryError(ResultCode.BAD_REQUEST, f"click {i} holds non-finite coordinates")
+        if isinstance(c, PointClick) and c.frame_id not in ("", d.world_frame):
+            raise QueryError(
+                ResultCode.BAD_REQUEST,
+                f"click {i} is in frame {c.frame_id!r}; give it in the world frame "
+                f"{d.world_frame!r} (no transform source for other frames)",
+            )
+    task = req.task or ("caption" if req.clicks and not req.question.strip() else "")
+    task_query(
+        task, req.question, len(req.clicks)
+    )  # raises QueryError for what the model cannot take
+    return replace(req, task=task).with_defaults(d.max_new_tokens, d.temperature, d.num_views)
+
+
+class SceneAnswerer:
+    """Answers validated requests from the keyframes in ``buffer`` (guarded by ``lock``)."""
+
+    def __init__(
+        self,
+        buffer: FrameBuffer,
+        lock: threading.Lock,
+        engine_getter: Callable[[], object | None],
+        defaults: AnswerDefaults,
+        why_no_scene: Callable[[], str] = lambda: "",
+        not_ready_reason: Callable[[], str] = lambda: "the model is not loaded",
+    ) -> None:
+        self.buffer = buffer
+        self.lock = lock
+        self.engine_getter = engine_getter
+        self.defaults = defaults
+        self.why_no_scene = why_no_scene
+        self.not_ready_reason = not_ready_reason
+
+    def run(self, job: Job) -> AnswerResult:
+        """The queue's run function: never raises for a bad request or scene, returns a coded result."""
+        try:
+            return self._answer(job)
+        except QueryError as exc:
+            return AnswerResult(code=exc.code, message=exc.message)
+
+    def _answer(self, job: Job) -> AnswerResult:
+        req = job.request
+        engine = self.engine_getter()
+        if engine is None:
+            raise QueryError(ResultCode.NOT_READY, self.not_ready_reason())
+        if job.on_stage is not None:
+            job.on_stage("collecting")
+        with self.lock:
+            if len(self.buffer) == 0:
+                reason = self.why_no_scene()
+                raise QueryError(
+                    ResultCode.NO_SCENE,
+                    "no keyframe received yet" + (f" ({reason})" if reason else ""),
+                )
+            aligned_clicks = [self._click(i, c) for i, c in enumerate(req.clicks)]
+            focus = np.stack(aligned_clicks) if aligned_clicks else None
+            scene = self.buffer.views(req.max_views, focus)
+            alignment = scene.alignment
+        result = engine.answer(
+            scene.views,
+            req.question,
+            task=req.task,
+            click_points=aligned_clicks,
+            max_new_tokens=req.max_new_tokens,
+            temperature=req.temperature,
+            on_token=job.on_token,
+            cancel=job.cancel,
+            on_stage=job.on_stage,
+        )
+        return to_world(result, alignment)
+
+    def _click(self, i: int, click: PixelClick | PointClick) -> np.ndarray:
+        """Aligned-world position of a click; QueryError(BAD_REQUEST) when it cannot be placed."""
+        if isinstance(click, PointClick):
+            a = self.buffer.alignment
+            return a[:3, :3] @ np.asarray(click.xyz, dtype=np.float64).reshape(3) + a[:3, 3]
+        ids = self.buffer.frame_ids()
+        if click.stamp_ns == 0:
+            fid = ids[-1]
+        else:
+            by_stamp = {self.buffer.keyframe(f).frame.stamp_ns: f for f in ids}
+            if click.stamp_ns not in by_stamp:
+                near = sorted(by_stamp, key=lambda s: abs(s - click.stamp_ns))[:3]
+                raise QueryError(
+                    ResultCode.BAD_REQUEST,
+                    f"click {i}: no keyframe with stamp {click.stamp_ns} ns "
+                    f"(nearest keyframes: {near}; stamp 0 = newest keyframe)",
+                )
+            fid = by_stamp[click.stamp_ns]
+        try:
+            return self.buffer.click(fid, click.u, click.v)
+        except NoValidDepthError as exc:
+            raise QueryError(
+                ResultCode.BAD_REQUEST, f"click {i} is on a depth hole: {exc}"
+            ) from exc
+        except GeometryError as exc:
+            raise QueryError(ResultCode.BAD_REQUEST, f"click {i}: {exc}") from exc
+
+
+def to_world(result: AnswerResult, alignment: np.ndarray) -> AnswerResult:
+    """Move click points and boxes from the aligned world (the model's frame) to the world frame."""
+    if np.array_equal(alignment, np.eye(4)):
+        return result
+    inv = np.linalg.inv(alignment)
+    rot, t = inv[:3, :3], inv[:3, 3]
+    result.click_points = [rot @ np.asarray(p, dtype=np.float64) + t for p in result.click_points]
+    boxes = []
+    for b in result.boxes:
+        r = rot @ euler_to_matrix(b.euler)
+        euler = Rotation.from_matrix(r).as_euler("ZYX")  # (yaw, pitch, roll) as Box3D stores
+        boxes.append(
+            Box3D(rot @ np.asarray(b.center, dtype=np.float64) + t, b.size, euler, b.label, b.score)
+        )
+    result.boxes = boxes
+    return result

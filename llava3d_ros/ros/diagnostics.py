@@ -1,0 +1,141 @@
+"""Input rates and the node's health as diagnostic_msgs (diagnostic_updater is not installable here)."""
+
+from __future__ import annotations
+
+import collections
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+from llava3d_ros.ros.convert import ns_to_stamp
+
+
+class RateMeter:
+    """Messages per second over a sliding wall-clock window."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._times: collections.deque[float] = collections.deque()
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._times.append(now)
+            self.count += 1
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._times and now - self._times[0] > self.window_s:
+            self._times.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._trim(now)
+            if len(self._times) < 2:
+                return 0.0
+            span = self._times[-1] - self._times[0]
+            return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+@dataclass
+class Health:
+    """A snapshot of what /diagnostics reports, gathered by the node."""
+
+    rates_hz: dict[str, float] = field(default_factory=dict)
+    input_errors: dict[str, str] = field(default_factory=dict)  # input → last error
+    input_error_counts: dict[str, int] = field(default_factory=dict)
+    sync_drops: dict[str, int] = field(default_factory=dict)
+    frames_synced: int = 0
+    pose_failures: int = 0
+    warnings: list[str] = field(default_factory=list)
+    keyframes: int = 0
+    capacity: int = 0
+    buffer_mb: float = 0.0
+    model_state: str = "unconfigured"  # unconfigured | loaded | failed | released
+    model_id: str = ""
+    model_error: str = ""
+    queries_pending: int = 0
+    queries_done: int = 0
+    queries_busy: int = 0
+    last_latency_s: float = 0.0
+
+
+def process_memory_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def gpu_memory_mb() -> float | None:
+    """Memory held by torch's CUDA allocator, or None without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.memory_allocated() / 2**20
+
+
+def _kv(key: str, value: object) -> KeyValue:
+    if isinstance(value, float):
+        value = f"{value:.3f}"
+    return KeyValue(key=key, value=str(value))
+
+
+def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArray:
+    """Three statuses: inputs, scene buffer, model + queries."""
+    prefix = f"{node_name}: "
+    inputs = DiagnosticStatus(name=prefix + "inputs", hardware_id=node_name)
+    inputs.values = [_kv(f"rate_hz.{k}", v) for k, v in sorted(h.rates_hz.items())]
+    inputs.values += [_kv(f"sync_drops.{k}", v) for k, v in sorted(h.sync_drops.items())]
+    inputs.values += [_kv(f"errors.{k}", v) for k, v in sorted(h.input_error_counts.items())]
+    inputs.values += [_kv(f"last_error.{k}", v) for k, v in sorted(h.input_errors.items())]
+    inputs.values += [_kv("frames_synced", h.frames_synced), _kv("pose_failures", h.pose_failures)]
+    inputs.values += [_kv(f"warning.{i}", w) for i, w in enumerate(h.warnings)]
+    problems = list(h.warnings) + [f"{k}: {v}" for k, v in sorted(h.input_errors.items())]
+    if problems:
+        inputs.level, inputs.message = DiagnosticStatus.WARN, "; ".join(problems)[:500]
+    elif not any(h.rates_hz.values()):
+        inputs.level, inputs.message = DiagnosticStatus.WARN, "no sensor input"
+    else:
+        inputs.level, inputs.message = DiagnosticStatus.OK, "receiving"
+
+    scene = DiagnosticStatus(name=prefix + "scene", hardware_id=node_name)
+    scene.values = [
+        _kv("keyframes", h.keyframes),
+        _kv("capacity", h.capacity),
+        _kv("fill", h.keyframes / h.capacity if h.capacity else 0.0),
+        _kv("buffer_mb", h.buffer_mb),
+    ]
+    scene.level = DiagnosticStatus.OK if h.keyframes else DiagnosticStatus.WARN
+    scene.message = f"{h.keyframes}/{h.capacity} keyframes" if h.keyframes else "no keyframe yet"
+
+    model = DiagnosticStatus(name=prefix + "model", hardware_id=node_name)
+    gpu = gpu_memory_mb()
+    model.values = [
+        _kv("state", h.model_state),
+        _kv("model", h.model_id),
+        _kv("error", h.model_error),
+        _kv("process_peak_rss_mb", process_memory_mb()),
+        _kv("gpu_allocated_mb", "n/a" if gpu is None else gpu),
+        _kv("queries_pending", h.queries_pending),
+        _kv("queries_done", h.queries_done),
+        _kv("queries_busy", h.queries_busy),
+        _kv("last_latency_s", h.last_latency_s),
+    ]
+    if h.model_state == "failed":
+        model.level, model.message = (
+            DiagnosticStatus.ERROR,
+            f"model failed to load: {h.model_error}",
+        )
+    elif h.model_state == "loaded":
+        model.level, model.message = DiagnosticStatus.OK, h.model_id
+    else:
+        model.level, model.message = DiagnosticStatus.WARN, f"model {h.model_state}"
+    header = Header(stamp=ns_to_stamp(stamp_ns))
+    return DiagnosticArray(header=header, status=[inputs, scene, model])

@@ -1,0 +1,811 @@
+"""The lifecycle node ``llava3d``: posed RGB-D in, answers, boxes, markers and diagnostics out.
+
+configure reads parameters and loads the model; activate creates subscriptions, the query
+service, the ask action and publishers; deactivate destroys them and frees model memory.
+Sensor callbacks only match stamps and enqueue; an ingest thread converts and buffers frames,
+and one worker thread runs queries on the model (see ``queries``), so the executor never waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped, PoseStamped
+from nav_msgs.msg import Odometry
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from rclpy.task import Future
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from llava3d_ros.action import Ask
+from llava3d_ros.answer import AnswerResult, QueryError, ResultCode
+from llava3d_ros.geometry.boxes import box_corners, project_points
+from llava3d_ros.geometry.errors import GeometryError
+from llava3d_ros.msg import Answer
+from llava3d_ros.ros import convert
+from llava3d_ros.ros.answering import AnswerDefaults, SceneAnswerer, validate
+from llava3d_ros.ros.diagnostics import Health, RateMeter, diagnostic_array
+from llava3d_ros.ros.params import PARAMS, Settings, descriptor
+from llava3d_ros.ros.queries import Job, QueryQueue
+from llava3d_ros.ros.request import PointClick, QueryRequest
+from llava3d_ros.ros.sync import FrameSynchronizer, SyncedFrame
+from llava3d_ros.scene.buffer import FrameBuffer, FrameOrderError
+from llava3d_ros.scene.frame import Frame
+from llava3d_ros.srv import Query
+
+NODE_NAME = "llava3d"
+INPUTS = ("rgb/image", "rgb/camera_info", "depth/image", "depth/camera_info", "pose", "odom")
+RESULT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+ALIGN_AT_KEYFRAMES = (3, 10, 30, 100)
+SCENE_POINTS_PERIOD_S = 1.0  # the cloud only changes with keyframes; RViz needs no more
+FEEDBACK_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+EngineFactory = Callable[[Settings], Any]
+
+
+def _default_engine_factory(s: Settings) -> Any:
+    from llava3d_ros.ros.model_loading import load_engine  # torch import only when configuring
+
+    return load_engine(s)
+
+
+class Llava3dNode(LifecycleNode):
+    """See the module docstring; parameters are listed in ``ros/params.py``."""
+
+    def __init__(self, engine_factory: EngineFactory | None = None, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for p in PARAMS:
+            self.declare_parameter(p.name, p.default, descriptor(p))
+        self._engine_factory = engine_factory or _default_engine_factory
+        self.settings: Settings | None = None
+        self.engine: Any = None
+        self._model_state, self._model_error = "unconfigured", ""
+        self._scene_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self.buffer: FrameBuffer | None = None
+        self.sync: FrameSynchronizer | None = None
+        self.queue: QueryQueue | None = None
+        self._rates = {name: RateMeter() for name in INPUTS}
+        self._errors: dict[str, str] = {}
+        self._error_counts: collections.Counter[str] = collections.Counter()
+        self._warnings: dict[str, str] = {}
+        self._pose_failures = 0
+        self._frames_synced = 0
+        self._last_result: AnswerResult | None = None
+        self._jobs_by_goal: dict[bytes, Job] = {}
+        self._entities: list[Any] = []
+        self._pubs: dict[str, Any] = {}
+        self._active = False
+        self._ingest_cv = threading.Condition()
+        self._ingest: collections.deque[SyncedFrame] = collections.deque(maxlen=3)
+        self._ingest_thread: threading.Thread | None = None
+        self._diag_pub = None
+        self._diag_timer = None
+        self._points_published = -1e9
+        self._points_cache: dict[int, tuple] = {}
+
+    # ---------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        values = {p.name: self.get_parameter(p.name).value for p in PARAMS}
+        try:
+            s = Settings.from_values(values)
+        except ValueError as exc:
+            self.get_logger().error(f"configure: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        if s.pose_source == "tf":
+            self.get_logger().error(
+                "configure: pose_source 'tf' needs tf2_ros, which this build does not support; "
+                "publish a PoseStamped on 'pose' or an Odometry on 'odom'"
+            )
+            return TransitionCallbackReturn.FAILURE
+        self.settings = s
+        if s.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(s.torch_threads)
+        self._load_model()
+        geometry = {}
+        if self.engine is not None:  # the buffer prepares views at the model's input geometry
+            geometry = {
+                "image_size": self.engine.image_size,
+                "patch": self.engine.image_size // self.engine.grid,
+            }
+        self.buffer = FrameBuffer(
+            **geometry,
+            capacity=s.buffer_capacity,
+            max_bytes=s.buffer_max_mb * 2**20,
+            mode=s.patch_depth_mode,
+            min_translation=s.keyframe_min_translation_m,
+            min_rotation_deg=s.keyframe_min_rotation_deg,
+            max_interval_s=s.keyframe_max_interval_s,
+        )
+        self.sync = FrameSynchronizer(
+            slop_ns=int(s.sync_slop_s * 1e9),
+            pose_tolerance_ns=int(s.pose_tolerance_s * 1e9),
+            pose_wait_ns=int(s.pose_wait_s * 1e9),
+            queue_size=max(s.sensor_queue_size, 2),
+            use_depth_info=s.use_depth_camera_info,
+        )
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS)
+        self._diag_timer = self.create_timer(
+            s.diagnostics_period_s, self._publish_diagnostics, MutuallyExclusiveCallbackGroup()
+        )
+        self.get_logger().info(f"configured: model {self._model_state} {self._model_label()}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        s = self.settings
+        if self.engine is None and self._model_state == "released":
+            self._load_model()
+        if s.publish_debug_image:
+            self._pubs["debug_image"] = self.create_publisher(Image, "~/debug_image", RESULT_QOS)
+        self._pubs["answer"] = self.create_publisher(Answer, "~/answer", RESULT_QOS)
+        self._pubs["markers"] = self.create_publisher(MarkerArray, "~/markers", LATCHED_QOS)
+        if s.publish_scene_points:
+            self._pubs["scene_points"] = self.create_publisher(
+                PointCloud2, "~/scene_points", LATCHED_QOS
+            )
+        answerer = SceneAnswerer(
+            self.buffer,
+            self._scene_lock,
+            lambda: self.engine,
+            self._defaults(),
+            why_no_scene=self._why_no_scene,
+            not_ready_reason=self._not_ready_reason,
+        )
+        self.queue = QueryQueue(answerer.run, s.max_pending_queries, s.query_timeout_s)
+        sensors = MutuallyExclusiveCallbackGroup()
+        queries = ReentrantCallbackGroup()
+        qos = self._sensor_qos()
+        sub = self.create_subscription
+        self._entities += [
+            sub(Image, "rgb/image", self._on_color, qos, callback_group=sensors),
+            sub(CameraInfo, "rgb/camera_info", self._on_color_info, qos, callback_group=sensors),
+            sub(Image, "depth/image", self._on_depth, qos, callback_group=sensors),
+            sub(CameraInfo, "depth/camera_info", self._on_depth_info, qos, callback_group=sensors),
+            sub(
+                PointStamped,
+                "clicked_point",
+                self._on_clicked_point,
+                RESULT_QOS,
+                callback_group=queries,
+            ),
+        ]
+        if s.pose_source == "pose":
+            self._entities.append(
+                sub(PoseStamped, "pose", self._on_pose, qos, callback_group=sensors)
+            )
+        else:
+            self._entities.append(sub(Odometry, "odom", self._on_odom, qos, callback_group=sensors))
+        self._entities.append(
+            self.create_service(Query, "~/query", self._on_query, callback_group=queries)
+        )
+        self._action = ActionServer(
+            self,
+            Ask,
+            "~/ask",
+            execute_callback=self._on_ask,
+            goal_callback=lambda goal: GoalResponse.ACCEPT,
+            cancel_callback=self._on_ask_cancel,
+            callback_group=queries,
+            # stages and tokens come in bursts; a deep history keeps early feedback from being overwritten
+            feedback_pub_qos_profile=FEEDBACK_QOS,
+        )
+        self._active = True
+        self._ingest_thread = threading.Thread(
+            target=self._ingest_loop, name="llava3d-ingest", daemon=True
+        )
+        self._ingest_thread.start()
+        self.get_logger().info(
+            "active: waiting for rgb/image, depth/image, rgb/camera_info and poses"
+        )
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown_active("node deactivated")
+        self._release_model()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown_configured()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown_active("node shutting down")
+        self._release_model()
+        self._teardown_configured()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown_active("node error")
+        self._release_model()
+        self._teardown_configured()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown_active(self, reason: str) -> None:
+        if not self._active:
+            return
+        self._active = False
+        with self._ingest_cv:
+            self._ingest.clear()
+            self._ingest_cv.notify_all()
+        if self._ingest_thread is not None:
+            self._ingest_thread.join(5.0)
+        for entity in self._entities:
+            self._destroy(entity)
+        self._entities.clear()
+        self._action.destroy()
+        if self.queue is not None:
+            self.queue.stop(reason)
+        pubs, self._pubs = self._pubs, {}
+        for pub in pubs.values():
+            self.destroy_publisher(pub)
+
+    def _destroy(self, entity: Any) -> None:
+        if hasattr(entity, "srv_type"):
+            self.destroy_service(entity)
+        else:
+            self.destroy_subscription(entity)
+
+    def _teardown_configured(self) -> None:
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+            self._diag_pub = None
+        self.buffer, self.sync, self.settings = None, None, None
+        self._model_state = "unconfigured"
+
+    def _load_model(self) -> None:
+        t0 = time.monotonic()
+        try:
+            self.engine = self._engine_factory(self.settings)
+        except Exception as exc:  # any loader failure leaves the node serving NOT_READY
+            self.engine = None
+            self._model_state, self._model_error = "failed", f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"model failed to load: {self._model_error}")
+            return
+        self._model_state, self._model_error = "loaded", ""
+        self.get_logger().info(
+            f"model {self.engine.model_id} loaded in {time.monotonic() - t0:.1f} s"
+        )
+
+    def _release_model(self) -> None:
+        if self.engine is not None:
+            self.engine.release()
+            self.engine = None
+            self._model_state = "released"
+
+    def _model_label(self) -> str:
+        return self.engine.model_id if self.engine is not None else self._model_error
+
+    def _not_ready_reason(self) -> str:
+        if self._model_state == "failed":
+            return f"the model failed to load: {self._model_error}"
+        return f"the model is {self._model_state}"
+
+    def _defaults(self) -> AnswerDefaults:
+        s = self.settings
+        return AnswerDefaults(
+            num_views=s.num_views,
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            max_question_chars=s.max_question_chars,
+            world_frame=s.world_frame,
+        )
+
+    def _sensor_qos(self) -> QoSProfile:
+        s = self.settings
+        if s.sensor_qos == "sensor_data":
+            qos = QoSProfile(
+                history=HistoryPolicy.KEEP_LAST,
+                depth=s.sensor_queue_size,
+                reliability=qos_profile_sensor_data.reliability,
+                durability=qos_profile_sensor_data.durability,
+            )
+        else:
+            qos = QoSProfile(depth=s.sensor_queue_size, reliability=ReliabilityPolicy.RELIABLE)
+        return qos
+
+    # ---------------------------------------------------------------- sensor input
+    def _input_error(self, name: str, message: str) -> None:
+        self._errors[name] = message
+        self._error_counts[name] += 1
+        self.get_logger().warn(f"{name}: {message}", throttle_duration_sec=5.0)
+
+    def _feed(self, add: Callable[[], list[SyncedFrame]]) -> None:
+        with self._sync_lock:
+            if self.sync is None:
+                return
+            before = sum(self.sync.drops[k] for k in self.sync.drops if k.startswith("no pose"))
+            frames = add()
+            after = sum(self.sync.drops[k] for k in self.sync.drops if k.startswith("no pose"))
+            self._pose_failures += after - before
+        if frames:
+            with self._ingest_cv:
+                self._frames_synced += len(frames)
+                self._ingest.extend(frames)
+                self._ingest_cv.notify_all()
+
+    def _on_color(self, msg: Image) -> None:
+        self._rates["rgb/image"].tick()
+        stamp = convert.stamp_to_ns(msg.header.stamp)
+        self._feed(lambda: self.sync.add_color(stamp, msg))
+
+    def _on_depth(self, msg: Image) -> None:
+        self._rates["depth/image"].tick()
+        stamp = convert.stamp_to_ns(msg.header.stamp)
+        self._feed(lambda: self.sync.add_depth(stamp, msg))
+
+    def _on_color_info(self, msg: CameraInfo) -> None:
+        self._rates["rgb/camera_info"].tick()
+        stamp = convert.stamp_to_ns(msg.header.stamp)
+        self._feed(lambda: self.sync.add_color_info(stamp, msg))
+
+    def _on_depth_info(self, msg: CameraInfo) -> None:
+        self._rates["depth/camera_info"].tick()
+        stamp = convert.stamp_to_ns(msg.header.stamp)
+        self._feed(lambda: self.sync.add_depth_info(stamp, msg))
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        self._rates["pose"].tick()
+        try:
+            stamp, frame, mat = convert.pose_stamped_to_matrix(msg)
+        except convert.ConversionError as exc:
+            self._input_error("pose", str(exc))
+            return
+        self._add_pose("pose", stamp, frame, mat)
+
+    def _on_odom(self, msg: Odometry) -> None:
+        self._rates["odom"].tick()
+        try:
+            stamp, frame, mat = convert.odometry_to_matrix(msg)
+        except convert.ConversionError as exc:
+            self._input_error("odom", str(exc))
+            return
+        self._add_pose("odom", stamp, frame, mat @ self._camera_in_base())
+
+    def _camera_in_base(self) -> np.ndarray:
+        x, y, z, qx, qy, qz, qw = self.settings.camera_in_base
+        from geometry_msgs.msg import Point, Pose, Quaternion
+
+        return convert.pose_to_matrix(
+            Pose(position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))
+        )
+
+    def _add_pose(self, name: str, stamp: int, frame: str, mat: np.ndarray) -> None:
+        world = self.settings.world_frame
+        if frame and frame != world:
+            self._input_error(
+                name, f"pose is in frame {frame!r}, not the world frame {world!r}: dropped"
+            )
+            return
+        self._feed(lambda: self.sync.add_pose(stamp, mat))
+
+    # ---------------------------------------------------------------- ingest thread
+    def _ingest_loop(self) -> None:
+        while True:
+            with self._ingest_cv:
+                while not self._ingest and self._active:
+                    self._ingest_cv.wait()
+                if not self._active:
+                    return
+                synced = self._ingest.popleft()
+            try:
+                self._ingest_frame(synced)
+            except Exception as exc:  # a bad frame must never stop ingestion
+                self._input_error("frame", f"{type(exc).__name__}: {exc}")
+
+    def _ingest_frame(self, f: SyncedFrame) -> None:
+        try:
+            rgb = convert.color_from_image(f.color)
+        except convert.ConversionError as exc:
+            return self._input_error("rgb/image", str(exc))
+        try:
+            depth = convert.depth_from_image(f.depth)
+        except convert.ConversionError as exc:
+            return self._input_error("depth/image", str(exc))
+        try:
+            cam = convert.camera_from_info(f.color_info)
+        except convert.ConversionError as exc:
+            return self._input_error("rgb/camera_info", str(exc))
+        h, w = rgb.shape[:2]
+        if (cam.width, cam.height) != (w, h):
+            return self._input_error(
+                "rgb/camera_info",
+                f"camera_info is {cam.width}x{cam.height} but rgb/image is {w}x{h}",
+            )
+        k_depth = self._depth_intrinsics(f, cam, depth.shape)
+        if k_depth is None:
+            return
+        if f.color.header.frame_id != f.depth.header.frame_id:
+            self._warnings["frames"] = (
+                f"colour frame {f.color.header.frame_id!r} and depth frame "
+                f"{f.depth.header.frame_id!r} differ: depth is assumed registered to colour"
+            )
+        if abs(f.pose_dt_ns) > 0:
+            self._warnings["pose_dt"] = (
+                f"pose taken {f.pose_dt_ns / 1e6:+.0f} ms from the image stamp (nearest, not interpolated)"
+            )
+        try:
+            frame = Frame(rgb, depth, cam.k, k_depth, f.cam_to_world, f.stamp_ns)
+            with self._scene_lock:
+                fid = self.buffer.add(frame)
+        except FrameOrderError as exc:
+            return self._input_error("frame", str(exc))
+        except GeometryError as exc:
+            return self._input_error("depth/image", str(exc))
+        if fid is not None:
+            self._errors.pop("depth/image", None)
+            self._maybe_align()
+            self._publish_scene()
+
+    def _maybe_align(self) -> None:
+        """With axis_align, (re-)estimate the floor alignment as the scene grows."""
+        if not self.settings.axis_align or len(self.buffer) not in ALIGN_AT_KEYFRAMES:
+            return
+        try:
+            with self._scene_lock:
+                self.buffer.estimate_alignment()
+            self._warnings.pop("alignment", None)
+        except GeometryError as exc:
+            self._warnings["alignment"] = f"floor alignment not estimated: {exc}"
+
+    def _depth_intrinsics(
+        self, f: SyncedFrame, cam: convert.CameraModel, shape: tuple
+    ) -> np.ndarray | None:
+        dh, dw = shape
+        if f.depth_info is not None:
+            try:
+                dcam = convert.camera_from_info(f.depth_info)
+            except convert.ConversionError as exc:
+                self._input_error("depth/camera_info", str(exc))
+                return None
+            if (dcam.width, dcam.height) != (dw, dh):
+                self._input_error(
+                    "depth/camera_info",
+                    f"camera_info is {dcam.width}x{dcam.height} but depth is {dw}x{dh}",
+                )
+                return None
+            return dcam.k
+        if (dw, dh) == (cam.width, cam.height):
+            return cam.k
+        if abs(dw / dh - cam.width / cam.height) > 0.02:
+            self._input_error(
+                "depth/image",
+                f"colour is {cam.width}x{cam.height} but depth is {dw}x{dh} (different aspect): "
+                "register depth to colour",
+            )
+            return None
+        self._warnings["resolution"] = (
+            f"colour {cam.width}x{cam.height} and depth {dw}x{dh} differ: depth intrinsics scaled "
+            "from colour (publish depth/camera_info to give them)"
+        )
+        k = cam.k.copy()
+        k[0] *= dw / cam.width
+        k[1] *= dh / cam.height
+        return k
+
+    # ---------------------------------------------------------------- outputs
+    def _publish(self, name: str, msg: Any) -> None:
+        pub = self._pubs.get(name)
+        if pub is None:
+            return
+        try:
+            pub.publish(msg)
+        except Exception as exc:  # publisher destroyed by a concurrent deactivate
+            self.get_logger().debug(f"publish on {name} skipped: {exc}")
+
+    def _publish_scene(self) -> None:
+        if "scene_points" not in self._pubs and "debug_image" not in self._pubs:
+            return
+        with self._scene_lock:
+            kfs = [self.buffer.keyframe(i) for i in self.buffer.frame_ids()]
+        if not kfs:
+            return
+        self._publish_debug_image(kfs[-1].frame)
+        now = time.monotonic()
+        if "scene_points" not in self._pubs or now - self._points_published < SCENE_POINTS_PERIOD_S:
+            return
+        self._points_published = now
+        cache, self._points_cache = self._points_cache, {}
+        for kf in kfs:  # per keyframe once (again only when its pose was corrected)
+            fid, pose = kf.frame.frame_id, kf.frame.cam_to_world
+            hit = cache.get(fid)
+            if hit is None or not np.array_equal(hit[0], pose):
+                g = kf.points.valid.shape[0]
+                p = kf.image.shape[0] // g
+                colours = kf.image.reshape(g, p, g, p, 3).mean(axis=(1, 3)).astype(np.uint8)
+                cam = kf.points.cam_xyz[kf.points.valid].astype(np.float64)
+                hit = (pose.copy(), cam @ pose[:3, :3].T + pose[:3, 3], colours[kf.points.valid])
+            self._points_cache[fid] = hit
+        xyz = np.concatenate([v[1] for v in self._points_cache.values()])
+        rgb = np.concatenate([v[2] for v in self._points_cache.values()])
+        cloud = convert.cloud_from_points(
+            xyz, rgb, kfs[-1].frame.stamp_ns, self.settings.world_frame
+        )
+        self._publish("scene_points", cloud)
+
+    def _publish_debug_image(self, frame: Frame) -> None:
+        if "debug_image" not in self._pubs:
+            return
+        import cv2  # only needed for drawing
+
+        img = np.ascontiguousarray(frame.rgb.copy())
+        result = self._last_result
+        if result is not None:
+            h, w = img.shape[:2]
+            for i, box in enumerate(result.boxes):
+                corners = box_corners(box.center, box.size, box.euler)
+                uv, inside = project_points(corners, frame.k_rgb, frame.cam_to_world, w, h)
+                cam = (corners - frame.cam_to_world[:3, 3]) @ frame.cam_to_world[:3, :3]
+                if (cam[:, 2] <= 0.05).any():
+                    continue
+                pts = np.round(uv).astype(np.int32)
+                for a, b in (
+                    (0, 1),
+                    (2, 3),
+                    (4, 5),
+                    (6, 7),
+                    (0, 2),
+                    (1, 3),
+                    (4, 6),
+                    (5, 7),
+                    (0, 4),
+                    (1, 5),
+                    (2, 6),
+                    (3, 7),
+                ):
+                    cv2.line(
+                        img, tuple(map(int, pts[a])), tuple(map(int, pts[b])), (255, 60, 60), 2
+                    )
+                if inside.any():
+                    anchor = tuple(map(int, pts[inside][0]))
+                    cv2.putText(
+                        img,
+                        box.label or f"object {i}",
+                        anchor,
+                        cv2.FONT_HERSHEY_SIMPLEX,
+                        0.6,
+                        (255, 255, 0),
+                        2,
+                    )
+        self._publish(
+            "debug_image",
+            convert.array_to_image(
+                img, "rgb8", frame.stamp_ns, self.settings.world_frame + "_debug"
+            ),
+        )
+
+    def _publish_answer(self, result: AnswerResult, req: QueryRequest) -> Answer:
+        from llava3d_ros.ros.markers import answer_markers
+
+        world = self.settings.world_frame if self.settings else ""
+        if not result.model and self.engine is not None:
+            result.model = self.engine.model_id  # say which model even when it was not run
+        msg = convert.answer_to_msg(result, req, world)
+        self._publish("answer", msg)
+        if result.code in (ResultCode.BUSY,):
+            return msg
+        camera = None
+        newest_frame = None
+        with self._scene_lock:
+            if self.buffer is not None and len(self.buffer):
+                newest_frame = self.buffer.keyframe(self.buffer.frame_ids()[-1]).frame
+                camera = newest_frame.cam_to_world[:3, 3]
+        if result.success:
+            self._last_result = result
+        stamp = convert.stamp_to_ns(msg.header.stamp)
+        self._publish("markers", answer_markers(result, world, stamp, camera))
+        if newest_frame is not None and result.success:
+            self._publish_debug_image(newest_frame)
+        return msg
+
+    def _publish_diagnostics(self) -> None:
+        if self._diag_pub is None:
+            return
+        h = self.health()
+        self._diag_pub.publish(
+            diagnostic_array(h, self.get_fully_qualified_name(), self.get_clock().now().nanoseconds)
+        )
+
+    def health(self) -> Health:
+        """What /diagnostics reports now."""
+        s = self.settings
+        h = Health(
+            rates_hz={k: round(m.rate(), 3) for k, m in self._rates.items()},
+            input_errors=dict(self._errors),
+            input_error_counts=dict(self._error_counts),
+            pose_failures=self._pose_failures,
+            frames_synced=self._frames_synced,
+            warnings=list(self._warnings.values()),
+            model_state=self._model_state,
+            model_id=self.engine.model_id if self.engine is not None else "",
+            model_error=self._model_error,
+        )
+        if self.sync is not None:
+            with self._sync_lock:
+                h.sync_drops = dict(self.sync.drops)
+                lag = None
+                newest_pose = self.sync.poses.newest_ns
+                if self.sync._last_emitted_ns > 0 and newest_pose is not None:
+                    lag = self.sync._last_emitted_ns - newest_pose
+            if lag is not None and s is not None and lag > s.pose_tolerance_s * 1e9:
+                h.warnings.append(
+                    f"stale poses: newest pose is {lag / 1e6:.0f} ms older than the newest image"
+                )
+        if self.buffer is not None:
+            h.keyframes, h.capacity, h.buffer_mb = (
+                len(self.buffer),
+                self.buffer.capacity,
+                self.buffer.nbytes / 2**20,
+            )
+        if self.queue is not None:
+            h.queries_pending = self.queue.pending
+            h.queries_done = self.queue.completed
+            h.queries_busy = self.queue.rejected
+            h.last_latency_s = self.queue.last_latency_s
+        return h
+
+    def _why_no_scene(self) -> str:
+        parts = [f"{k}: {v}" for k, v in sorted(self._errors.items())]
+        if self.sync is not None:
+            with self._sync_lock:
+                if self.sync.last_drop:
+                    parts.append(f"last sync drop: {self.sync.last_drop}")
+                waiting = {k: v for k, v in self.sync.waiting().items() if v}
+            if waiting:
+                parts.append(f"unmatched messages: {waiting}")
+        silent = [
+            k for k in ("rgb/image", "depth/image", "rgb/camera_info") if self._rates[k].count == 0
+        ]
+        if silent:
+            parts.append(f"nothing received on {', '.join(silent)}")
+        return "; ".join(parts)
+
+    # ---------------------------------------------------------------- queries
+    def _completion(self) -> Future:
+        fut = Future(executor=self.executor)
+        fut.add_done_callback(lambda _: None)  # schedules a task, which wakes the executor
+        return fut
+
+    def _start(
+        self,
+        prompt: Any,
+        done: Callable[[Answer], None],
+        on_stage: Callable[[str], None] | None = None,
+        on_token: Callable[[str, int], None] | None = None,
+    ) -> Job | None:
+        """Convert, validate and queue a prompt; ``done`` gets the Answer (at once when refused)."""
+        req = QueryRequest()
+        try:
+            req = (
+                convert.prompt_from_msg(prompt) if not isinstance(prompt, QueryRequest) else prompt
+            )
+            if self.queue is None or self.settings is None:
+                raise QueryError(ResultCode.NOT_READY, "the node is not active")
+            req = validate(req, self._defaults())
+        except convert.ConversionError as exc:
+            done(self._publish_answer(AnswerResult(ResultCode.BAD_REQUEST, str(exc)), req))
+            return None
+        except QueryError as exc:
+            done(self._publish_answer(AnswerResult(exc.code, exc.message), req))
+            return None
+        job = Job(req, lambda result: done(self._publish_answer(result, req)), on_stage, on_token)
+        if not self.queue.submit(job):
+            busy = AnswerResult(
+                ResultCode.BUSY,
+                f"{self.queue.pending} queries are waiting (max_pending_queries="
+                f"{self.queue.max_pending}); try again later",
+            )
+            done(self._publish_answer(busy, req))
+            return None
+        return job
+
+    async def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
+        fut = self._completion()
+        self._start(request.prompt, fut.set_result)
+        response.answer = await fut
+        return response
+
+    async def _on_ask(self, goal_handle: Any) -> Ask.Result:
+        fut = self._completion()
+        tokens = [0]
+
+        def stage(name: str) -> None:
+            goal_handle.publish_feedback(Ask.Feedback(stage=name, tokens=tokens[0]))
+
+        def token(text: str, n: int) -> None:
+            tokens[0] = n
+            goal_handle.publish_feedback(
+                Ask.Feedback(stage="decoding", partial_text=text, tokens=n)
+            )
+
+        job = self._start(goal_handle.request.prompt, fut.set_result, stage, token)
+        if job is not None:
+            self._jobs_by_goal[bytes(goal_handle.goal_id.uuid)] = job
+        answer = await fut
+        self._jobs_by_goal.pop(bytes(goal_handle.goal_id.uuid), None)
+        if answer.code == Answer.CANCELED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif answer.success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return Ask.Result(answer=answer)
+
+    def _on_ask_cancel(self, goal_handle: Any) -> CancelResponse:
+        job = self._jobs_by_goal.get(bytes(goal_handle.goal_id.uuid))
+        if job is not None and self.queue is not None:
+            self.queue.cancel(job)
+        return CancelResponse.ACCEPT
+
+    def _on_clicked_point(self, msg: PointStamped) -> None:
+        p = msg.point
+        click = PointClick(np.array([p.x, p.y, p.z]), msg.header.frame_id)
+        self._start(QueryRequest(task="caption", clicks=(click,)), lambda answer: None)
+
+
+def main(argv: Sequence[str] | None = None, engine_factory: EngineFactory | None = None) -> int:
+    """Console script ``llava3d_node``: ``[--autostart] [--ros-args ...]``."""
+    argv = list(sys.argv if argv is None else argv)
+    user_args = rclpy.utilities.remove_ros_args(argv)[1:]
+    parser = argparse.ArgumentParser(prog="llava3d_node", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--autostart",
+        action="store_true",
+        help="configure and activate at once (no lifecycle manager)",
+    )
+    opts = parser.parse_args(user_args)
+    context = rclpy.Context()
+    rclpy.init(args=argv, context=context)
+    node = Llava3dNode(engine_factory=engine_factory, context=context)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(node)
+    code = 0
+    try:
+        if opts.autostart:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("autostart: configure failed")
+                code = 1
+            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("autostart: activate failed")
+                code = 1
+        if code == 0:
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node._active or node.settings is not None:
+            node.trigger_shutdown()
+        executor.shutdown()
+        node.destroy_node()
+        if context.ok():
+            rclpy.shutdown(context=context)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Every node parameter in one table: name, default, range and description (read in on_configure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+
+
+PARAMS: tuple[Param, ...] = (
+    Param(
+        "model_path",
+        "",
+        "LLaVA-3D checkpoint directory (safetensors); empty = the embedded default model",
+    ),
+    Param(
+        "vision_tower_path", "", "CLIP vision tower directory; empty = <model_path>/vision_tower"
+    ),
+    Param("device", "auto", "torch device: auto, cpu, cuda or cuda:N"),
+    Param(
+        "torch_threads",
+        0,
+        "torch intra-op threads (0 = torch's default); 1 avoids thread hand-off costs of small "
+        "ops on few-core CPUs",
+        (0, 256),
+    ),
+    Param(
+        "dtype",
+        "auto",
+        "weights precision: auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16",
+        choices=("auto", "fp32", "fp16", "bf16"),
+    ),
+    Param("world_frame", "map", "fixed frame of poses, answers, boxes and markers"),
+    Param(
+        "pose_source",
+        "pose",
+        "camera pose input: pose (PoseStamped), odom (Odometry) or tf (needs tf2_ros)",
+        choices=("pose", "odom", "tf"),
+    ),
+    Param(
+        "camera_in_base",
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+        "odom only: camera optical frame in the odometry child frame, x y z qx qy qz qw",
+    ),
+    Param(
+        "sync_slop_s",
+        0.02,
+        "max stamp difference between colour, depth and camera_info",
+        (0.0, 1.0),
+    ),
+    Param(
+        "pose_tolerance_s",
+        0.05,
+        "max distance in time from the image stamp to a usable pose",
+        (0.0, 5.0),
+    ),
+    Param(
+        "pose_wait_s",
+        0.5,
+        "how long (in message time) a frame waits for a pose after its stamp",
+        (0.0, 10.0),
+    ),
+    Param(
+        "use_depth_camera_info",
+        False,
+        "also require depth/camera_info (else depth is registered to colour)",
+    ),
+    Param(
+        "sensor_qos",
+        "sensor_data",
+        "QoS of the sensor subscriptions: sensor_data (best effort), reliable",
+        choices=("sensor_data", "reliable"),
+    ),
+    Param("sensor_queue_size", 5, "history depth of each sensor subscription", (1, 100)),
+    Param("num_views", 8, "views given to the model per query (the release used 20)", (1, 64)),
+    Param(
+        "keyframe_min_translation_m",
+        0.1,
+        "a frame becomes a keyframe after moving this far",
+        (0.0, 10.0),
+    ),
+    Param("keyframe_min_rotation_deg", 10.0, "... or after turning this much", (0.0, 180.0)),
+    Param("keyframe_max_interval_s", 5.0, "... or after this long", (0.0, 3600.0)),
+    Param(
+        "buffer_capacity", 64, "keyframes kept (the most redundant is evicted beyond it)", (1, 2000)
+    ),
+    Param("buffer_max_mb", 512, "memory bound of the keyframe buffer in MiB", (1, 65536)),
+    Param(
+        "patch_depth_mode",
+        "robust",
+        "3D patch positions: robust (median depth) or upstream (bit-exact)",
+        choices=("robust", "upstream"),
+    ),
+    Param("voxel_size_m", 0.2, "voxel size of the 3D patch pooling", (0.01, 5.0)),
+    Param("max_scene_tokens", 2560, "cap on voxel (scene) tokens per query", (1, 8192)),
+    Param("max_new_tokens", 128, "default answer length cap in tokens", (1, 4096)),
+    Param("temperature", 0.0, "default sampling temperature (0 = greedy)", (0.0, 5.0)),
+    Param(
+        "max_pending_queries",
+        4,
+        "queries waiting beyond the running one; more get BUSY at once",
+        (0, 1000),
+    ),
+    Param(
+        "query_timeout_s",
+        0.0,
+        "a query still unfinished this long after submission gets TIMEOUT (0 = never)",
+        (0.0, 3600.0),
+    ),
+    Param("max_question_chars", 4000, "longer questions get BAD_REQUEST", (1, 1_000_000)),
+    Param(
+        "axis_align",
+        False,
+        "estimate a gravity-aligned frame from the floor (else the world frame is z-up)",
+    ),
+    Param("publish_scene_points", True, "publish ~/scene_points (patch centres of the keyframes)"),
+    Param("publish_debug_image", True, "publish ~/debug_image (newest keyframe with boxes)"),
+    Param("diagnostics_period_s", 1.0, "period of /diagnostics", (0.05, 60.0)),
+)
+
+
+def descriptor(p: Param) -> ParameterDescriptor:
+    """The ROS descriptor of a table entry (description, and range where there is one)."""
+    desc = p.description + (f" (one of: {', '.join(p.choices)})" if p.choices else "")
+    d = ParameterDescriptor(name=p.name, description=desc)
+    if p.range is not None:
+        lo, hi = p.range
+        if isinstance(p.default, bool) or not isinstance(p.default, int | float):
+            raise TypeError(f"parameter {p.name}: a range needs a numeric default")
+        if isinstance(p.default, int):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        else:
+            d.floating_point_range = [
+                FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)
+            ]
+    return d
+
+
+@dataclass
+class Settings:
+    """The parameter values one configure read, validated."""
+
+    model_path: str
+    torch_threads: int
+    vision_tower_path: str
+    device: str
+    dtype: str
+    world_frame: str
+    pose_source: str
+    camera_in_base: list
+    sync_slop_s: float
+    pose_tolerance_s: float
+    pose_wait_s: float
+    use_depth_camera_info: bool
+    sensor_qos: str
+    sensor_queue_size: int
+    num_views: int
+    keyframe_min_translation_m: float
+    keyframe_min_rotation_deg: float
+    keyframe_max_interval_s: float
+    buffer_capacity: int
+    buffer_max_mb: int
+    patch_depth_mode: str
+    voxel_size_m: float
+    max_scene_tokens: int
+    max_new_tokens: int
+    temperature: float
+    max_pending_queries: int
+    query_timeout_s: float
+    max_question_chars: int
+    axis_align: bool
+    publish_scene_points: bool
+    publish_debug_image: bool
+    diagnostics_period_s: float
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Settings:
+        """Validate choices (ranges are enforced by ROS at set time) and build the settings."""
+        for p in PARAMS:
+            if p.choices and values[p.name] not in p.choices:
+                raise ValueError(
+                    f"parameter {p.name}={values[p.name]!r} must be one of {', '.join(p.choices)}"
+                )
+        if len(values["camera_in_base"]) != 7:
+            raise ValueError("parameter camera_in_base needs 7 numbers: x y z qx qy qz qw")
+        if not values["world_frame"]:
+            raise ValueError("parameter world_frame must not be empty")
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
