@@ -23,11 +23,12 @@ def load_engine(s: Settings) -> Engine:
     """The Engine for the node's settings; raises (ConfigError, OSError, ...) when loading fails."""
     dtype = resolve_dtype_name(s.dtype, s.device)
     model_dir = Path(s.model_path) if s.model_path else EMBEDDED_MODEL_DIR
-    if s.model_path or (EMBEDDED_MODEL_DIR / "config.json").is_file():
+    if s.model_path or (not s.random_weights and (EMBEDDED_MODEL_DIR / "config.json").is_file()):
         vision = Path(s.vision_tower_path) if s.vision_tower_path else model_dir / "vision_tower"
         bundle = load_bundle(model_dir, vision, dtype=dtype, device=s.device)
     else:
-        # No trained default shipped yet: a tiny random-weight model, labelled random-weights.
+        # Asked for (random_weights), or no trained default shipped in this build: a tiny
+        # random-weight model, labelled random-weights wherever its answers surface.
         import torch
 
         from llava3d_ros.model.tiny import random_bundle

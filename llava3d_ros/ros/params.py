@@ -24,6 +24,12 @@ PARAMS: tuple[Param, ...] = (
         "LLaVA-3D checkpoint directory (safetensors); empty = the embedded default model",
     ),
     Param(
+        "random_weights",
+        False,
+        "with model_path empty: a tiny random-weight model built in-process instead of the "
+        "embedded default (smoke tests; answers are noise and labelled random-weights)",
+    ),
+    Param(
         "vision_tower_path", "", "CLIP vision tower directory; empty = <model_path>/vision_tower"
     ),
     Param("device", "auto", "torch device: auto, cpu, cuda or cuda:N"),
@@ -151,6 +157,7 @@ class Settings:
     """The parameter values one configure read, validated."""
 
     model_path: str
+    random_weights: bool
     torch_threads: int
     vision_tower_path: str
     device: str

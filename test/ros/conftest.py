@@ -40,8 +40,10 @@ def node_factory(
         env = h.loopback_env(domain_id=h.DOMAIN_ID)
         env["PYTHONUNBUFFERED"] = "1"
         cmd = [sys.executable, *(args or ("-m", "llava3d_ros.cli", "run", "--autostart"))]
-        if ros_params:
-            cmd += ["--ros-args", *[x for p in ros_params for x in ("-p", p)]]
+        # The tiny random-weight model: its long, input-dependent noise exercises streaming
+        # and cancel; a test that passes model_path loads that instead.
+        ros_params = ("random_weights:=true", *ros_params)
+        cmd += ["--ros-args", *[x for p in ros_params for x in ("-p", p)]]
         fh = open(log, "wb")  # noqa: SIM115 - closed with the process
         popen = subprocess.Popen(
             cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True

@@ -1,0 +1,26 @@
+"""The README's main command: `llava3d-ros demo` on the embedded default model, over loopback DDS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from llava3d_ros.ros.model_loading import EMBEDDED_MODEL_DIR
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_demo_runs_the_embedded_model_end_to_end(ros_env: dict[str, str], tmp_path: Path) -> None:
+    picture = tmp_path / "demo.png"
+    out = run_cli(["demo", "--out", str(picture)], env=ros_env, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    name = json.loads((EMBEDDED_MODEL_DIR / "config.json").read_text())["llava3d_ros_name"]
+    assert "synthetic" in name and "random-weights" not in name
+    for kind in ("[caption]", "[count]", "[ground]"):
+        assert kind in out.stdout
+    assert out.stdout.count(f"model ({name}") == 3  # every answer names the embedded model
+    assert out.stdout.count("truth:") == 3
+    assert picture.stat().st_size > 10_000
