@@ -34,6 +34,9 @@ METRICS = (
     "parseable_boxes",
 )
 
+# the node's embedded default (shipped with the package)
+EMBEDDED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "tiny_model"
+
 
 @contextlib.contextmanager
 def ablation(bundle: ModelBundle, name: str) -> Iterator[None]:
@@ -131,7 +134,12 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, type=Path, help="checkpoint dir (from train.py)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=EMBEDDED_MODEL,
+        help="checkpoint dir (from train.py); default: the embedded model",
+    )
     p.add_argument("--vision", type=Path, default=None, help="default: MODEL/vision_tower")
     p.add_argument("--seeds", required=True, help="held-out seeds, e.g. 100000-100049")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
