@@ -69,24 +69,10 @@ def _picture(path: Path, scene, rendered, asked: list[Asked]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from llava3d_ros.geometry.boxes import box_corners, project_points
+    from llava3d_ros.geometry.boxes import BOX_EDGES, box_corners, project_points
 
     n = min(4, len(rendered.rgb))
     fig, axes = plt.subplots(1, n + 1, figsize=(4 * (n + 1), 4.2))
-    edges = [
-        (0, 1),
-        (1, 3),
-        (3, 2),
-        (2, 0),
-        (4, 5),
-        (5, 7),
-        (7, 6),
-        (6, 4),
-        (0, 4),
-        (1, 5),
-        (2, 6),
-        (3, 7),
-    ]
     predicted = [b for a in asked for b in (a.boxes or [])]
     for ax, i in zip(axes[:n], np.linspace(0, len(rendered.rgb) - 1, n).astype(int), strict=True):
         ax.imshow(rendered.rgb[i])
@@ -97,7 +83,7 @@ def _picture(path: Path, scene, rendered, asked: list[Asked]) -> None:
                 uv, ok = project_points(
                     corners, rendered.intrinsics, rendered.cam_to_world[i], s, s
                 )
-                for a, c in edges:
+                for a, c in BOX_EDGES:
                     if ok[a] and ok[c]:
                         ax.plot(uv[[a, c], 0], uv[[a, c], 1], color=colour, lw=1)
         ax.set_title(f"view {i}")

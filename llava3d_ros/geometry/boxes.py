@@ -28,6 +28,14 @@ def euler_to_matrix(euler: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
+# The 12 edges between box_corners' corners (corner index bits: x, y, z signs).
+BOX_EDGES: tuple[tuple[int, int], ...] = (
+    (0, 1), (2, 3), (4, 5), (6, 7),  # along x
+    (0, 2), (1, 3), (4, 6), (5, 7),  # along y
+    (0, 4), (1, 5), (2, 6), (3, 7),  # along z
+)  # fmt: skip
+
+
 def box_corners(
     center: np.ndarray, size: np.ndarray, euler: np.ndarray | None = None
 ) -> np.ndarray:

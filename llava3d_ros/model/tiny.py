@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import functools
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-import sentencepiece as spm
 import torch
 from safetensors.torch import save_file
 from transformers import CLIPVisionModel
@@ -22,7 +20,7 @@ from llava3d_ros.model.config import (
 from llava3d_ros.model.llava3d import Llava3DForCausalLM, rebuild_rotary
 from llava3d_ros.model.loader import CLIP_FILE_PREFIX, INDEX_FILE, ModelBundle, fix_vision_buffers
 from llava3d_ros.model.prompts import SYSTEM
-from llava3d_ros.model.tokenizer import SpTokenizer
+from llava3d_ros.model.tokenizer import SpTokenizer, train_sentencepiece
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -105,28 +103,7 @@ def _corpus() -> list[str]:
 @functools.lru_cache(maxsize=4)
 def train_tokenizer(vocab_size: int = 600) -> bytes:
     """Train a LLaMA-style sentencepiece BPE model in-process (byte fallback, ids 0/1/2 = unk/bos/eos)."""
-    out = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus()),
-        model_writer=out,
-        model_type="bpe",
-        vocab_size=vocab_size,
-        hard_vocab_limit=False,
-        byte_fallback=True,
-        character_coverage=1.0,
-        split_digits=True,
-        add_dummy_prefix=True,
-        remove_extra_whitespaces=False,
-        allow_whitespace_only_pieces=True,
-        normalization_rule_name="identity",
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
-    )
-    return out.getvalue()
+    return train_sentencepiece(_corpus(), vocab_size, allow_whitespace_only_pieces=True)
 
 
 def tiny_config(vocab_size: int, **overrides: Any) -> dict[str, Any]:

@@ -6,7 +6,10 @@ upstream tokenised with the sentencepiece model itself, so we wrap sentencepiece
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 
@@ -56,3 +59,30 @@ class SpTokenizer:
         return self.sp.decode(
             [i for i in ids if 0 <= i < n and i not in (self.bos_id, self.eos_id)]
         )
+
+
+def train_sentencepiece(lines: Iterable[str], vocab_size: int, **options: Any) -> bytes:
+    """Train a LLaMA-style sentencepiece BPE in-process: byte fallback, split digits, ids
+    0/1/2 = unk/bos/eos, no pad; ``options`` add or override trainer settings."""
+    out = io.BytesIO()
+    settings: dict[str, Any] = {
+        "model_type": "bpe",
+        "vocab_size": vocab_size,
+        "hard_vocab_limit": False,
+        "byte_fallback": True,
+        "character_coverage": 1.0,
+        "split_digits": True,
+        "add_dummy_prefix": True,
+        "remove_extra_whitespaces": False,
+        "normalization_rule_name": "identity",
+        "unk_id": 0,
+        "bos_id": 1,
+        "eos_id": 2,
+        "pad_id": -1,
+        "num_threads": 1,
+        "minloglevel": 2,
+    }
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=out, **{**settings, **options}
+    )
+    return out.getvalue()

@@ -12,25 +12,10 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from llava3d_ros.answer import AnswerResult
-from llava3d_ros.geometry.boxes import box_corners
+from llava3d_ros.geometry.boxes import BOX_EDGES, box_corners
 from llava3d_ros.ros.convert import ns_to_stamp
 
 NS_BOXES, NS_LABELS, NS_ANSWER, NS_CLICKS = "boxes", "labels", "answer", "clicks"
-# The 12 edges of box_corners' ordering (corner index bits: x, y, z signs).
-_EDGES = [
-    (0, 1),
-    (2, 3),
-    (4, 5),
-    (6, 7),
-    (0, 2),
-    (1, 3),
-    (4, 6),
-    (5, 7),
-    (0, 4),
-    (1, 5),
-    (2, 6),
-    (3, 7),
-]
 _PALETTE = [(0.9, 0.2, 0.2), (0.2, 0.8, 0.2), (0.2, 0.4, 1.0), (1.0, 0.8, 0.1), (0.8, 0.3, 0.9)]
 MAX_TEXT = 300  # characters of the answer shown in RViz (the full text is on ~/answer)
 
@@ -58,7 +43,7 @@ def answer_markers(
         edges.pose.orientation.w = 1.0
         edges.scale.x = 0.02
         edges.color = _color(i)
-        edges.points = [_pt(corners[j]) for e in _EDGES for j in e]
+        edges.points = [_pt(corners[j]) for e in BOX_EDGES for j in e]
         out.markers.append(edges)
         top = np.asarray(box.center, dtype=np.float64) + [
             0,

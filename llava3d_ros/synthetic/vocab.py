@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 
-import sentencepiece as spm
-
 from llava3d_ros.model.prompts import SYSTEM
-from llava3d_ros.model.tokenizer import SpTokenizer
+from llava3d_ros.model.tokenizer import SpTokenizer, train_sentencepiece
 from llava3d_ros.synthetic.scenes import CATEGORIES, COLORS
 from llava3d_ros.synthetic.tasks import format_number
 
@@ -31,25 +28,6 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 800) -> SpTokenizer:
     """
     corpus = [SYSTEM, "USER: ASSISTANT:", *CATEGORIES, *(c + "s" for c in CATEGORIES), *COLORS]
     corpus += sorted(set(texts))
-    out = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus),
-        model_writer=out,
-        model_type="bpe",
-        vocab_size=vocab_size,
-        hard_vocab_limit=False,
-        byte_fallback=True,
-        character_coverage=1.0,
-        split_digits=True,
-        user_defined_symbols=number_symbols(),
-        add_dummy_prefix=True,
-        remove_extra_whitespaces=False,
-        normalization_rule_name="identity",
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
+    return SpTokenizer(
+        train_sentencepiece(corpus, vocab_size, user_defined_symbols=number_symbols())
     )
-    return SpTokenizer(out.getvalue())
