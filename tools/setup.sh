@@ -76,7 +76,7 @@ say "installing pinned dependencies (requirements.lock)"
 # --- ROS interfaces: rosidl via CMake from the wheels -------------------------------------
 say "building the ROS interfaces (msg/srv/action)"
 BUILD="$ROOT/build/cmake"; STAGE="$ROOT/build/stage"
-rm -rf "$STAGE"
+rm -rf "$STAGE"; mkdir -p "$ROOT/build"
 (
   export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
   "$CMAKE" -S "$ROOT" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$STAGE" -DLLAVA3D_INSTALL_PYTHON=OFF \
