@@ -61,7 +61,15 @@ LATCHED_QOS = QoSProfile(
 ALIGN_AT_KEYFRAMES = (3, 10, 30, 100)
 SCENE_POINTS_PERIOD_S = 1.0  # the cloud only changes with keyframes; RViz needs no more
 FEEDBACK_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+# Images arrive serialized and are decoded only for frames that may become keyframes; others
+# are still decoded this often, so a broken stream is reported while the camera stands still.
+VALIDATE_PERIOD_S = 1.0
 EngineFactory = Callable[[Settings], Any]
+
+
+def _decoded(image: bytes | Image) -> Image:
+    """The Image of a synced payload: raw subscriptions hand over serialized bytes."""
+    return convert.image_from_serialized(image) if isinstance(image, bytes) else image
 
 
 def _default_engine_factory(s: Settings) -> Any:
@@ -104,6 +112,7 @@ class Llava3dNode(LifecycleNode):
         self._diag_timer = None
         self._points_published = -1e9
         self._points_cache: dict[int, tuple] = {}
+        self._last_validated = -1e9
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -180,9 +189,10 @@ class Llava3dNode(LifecycleNode):
         qos = self._sensor_qos()
         sub = self.create_subscription
         self._entities += [
-            sub(Image, "rgb/image", self._on_color, qos, callback_group=sensors),
+            # raw: deserialising every 640×480 frame costs more than everything else here
+            sub(Image, "rgb/image", self._on_color, qos, callback_group=sensors, raw=True),
             sub(CameraInfo, "rgb/camera_info", self._on_color_info, qos, callback_group=sensors),
-            sub(Image, "depth/image", self._on_depth, qos, callback_group=sensors),
+            sub(Image, "depth/image", self._on_depth, qos, callback_group=sensors, raw=True),
             sub(CameraInfo, "depth/camera_info", self._on_depth_info, qos, callback_group=sensors),
             sub(
                 PointStamped,
@@ -349,15 +359,21 @@ class Llava3dNode(LifecycleNode):
                 self._ingest.extend(frames)
                 self._ingest_cv.notify_all()
 
-    def _on_color(self, msg: Image) -> None:
+    def _on_color(self, data: bytes) -> None:
         self._rates["rgb/image"].tick()
-        stamp = convert.stamp_to_ns(msg.header.stamp)
-        self._feed(lambda: self.sync.add_color(stamp, msg))
+        try:
+            stamp = convert.serialized_image_stamp_ns(data)
+        except convert.ConversionError as exc:
+            return self._input_error("rgb/image", str(exc))
+        self._feed(lambda: self.sync.add_color(stamp, data))
 
-    def _on_depth(self, msg: Image) -> None:
+    def _on_depth(self, data: bytes) -> None:
         self._rates["depth/image"].tick()
-        stamp = convert.stamp_to_ns(msg.header.stamp)
-        self._feed(lambda: self.sync.add_depth(stamp, msg))
+        try:
+            stamp = convert.serialized_image_stamp_ns(data)
+        except convert.ConversionError as exc:
+            return self._input_error("depth/image", str(exc))
+        self._feed(lambda: self.sync.add_depth(stamp, data))
 
     def _on_color_info(self, msg: CameraInfo) -> None:
         self._rates["rgb/camera_info"].tick()
@@ -418,13 +434,34 @@ class Llava3dNode(LifecycleNode):
             except Exception as exc:  # a bad frame must never stop ingestion
                 self._input_error("frame", f"{type(exc).__name__}: {exc}")
 
+    def _worth_decoding(self, f: SyncedFrame) -> bool:
+        """Whether to decode a frame's images: a keyframe candidate, or a validation is due."""
+        with self._scene_lock:
+            try:
+                keep = self.buffer.would_keep(f.stamp_ns, f.cam_to_world)
+            except FrameOrderError as exc:
+                self._input_error("frame", str(exc))
+                return False
+            except GeometryError:
+                keep = True  # decode it: the full path reports the bad pose as before
+            now = time.monotonic()
+            if keep or now - self._last_validated >= VALIDATE_PERIOD_S:
+                self._last_validated = now
+                return True
+            self.buffer.skip(f.stamp_ns)
+            return False
+
     def _ingest_frame(self, f: SyncedFrame) -> None:
+        if not self._worth_decoding(f):
+            return
         try:
-            rgb = convert.color_from_image(f.color)
+            color = _decoded(f.color)
+            rgb = convert.color_from_image(color)
         except convert.ConversionError as exc:
             return self._input_error("rgb/image", str(exc))
         try:
-            depth = convert.depth_from_image(f.depth)
+            depth_msg = _decoded(f.depth)
+            depth = convert.depth_from_image(depth_msg)
         except convert.ConversionError as exc:
             return self._input_error("depth/image", str(exc))
         try:
@@ -440,10 +477,10 @@ class Llava3dNode(LifecycleNode):
         k_depth = self._depth_intrinsics(f, cam, depth.shape)
         if k_depth is None:
             return
-        if f.color.header.frame_id != f.depth.header.frame_id:
+        if color.header.frame_id != depth_msg.header.frame_id:
             self._warnings["frames"] = (
-                f"colour frame {f.color.header.frame_id!r} and depth frame "
-                f"{f.depth.header.frame_id!r} differ: depth is assumed registered to colour"
+                f"colour frame {color.header.frame_id!r} and depth frame "
+                f"{depth_msg.header.frame_id!r} differ: depth is assumed registered to colour"
             )
         if abs(f.pose_dt_ns) > 0:
             self._warnings["pose_dt"] = (

@@ -128,13 +128,13 @@ class FrameBuffer:
             raise UnknownFrameError(f"frame id {frame_id} is not in the buffer")
         return self._frames[frame_id]
 
-    def _is_novel(self, frame: Frame) -> bool:
+    def _is_novel(self, stamp_ns: int, cam_to_world: np.ndarray) -> bool:
         if not self._frames:
             return True
         last = self._frames[next(reversed(self._frames))].frame
-        if frame.stamp_ns - last.stamp_ns >= self.max_interval_ns:
+        if stamp_ns - last.stamp_ns >= self.max_interval_ns:
             return True
-        a, b = last.cam_to_world, frame.cam_to_world
+        a, b = last.cam_to_world, cam_to_world
         moved = np.linalg.norm(a[:3, 3] - b[:3, 3]) >= self.min_translation
         rel = a[:3, :3].T @ b[:3, :3]
         turned = np.arccos(np.clip((np.trace(rel) - 1) / 2, -1.0, 1.0)) >= self.min_rotation
@@ -159,20 +159,40 @@ class FrameBuffer:
         image = resize_crop_rgb(frame.rgb, rgb_plan, self.resample)
         return Keyframe(frame, image, points, resize_crop_intrinsics(frame.k_rgb, rgb_plan))
 
+    def _check_order(self, stamp_ns: int) -> None:
+        if self._last_stamp is not None and stamp_ns <= self._last_stamp:
+            kind = "duplicate" if stamp_ns == self._last_stamp else "out-of-order"
+            raise FrameOrderError(
+                f"{kind} frame stamp {stamp_ns} ns (last was {self._last_stamp} ns)"
+            )
+
+    def would_keep(self, stamp_ns: int, cam_to_world: np.ndarray) -> bool:
+        """Whether :meth:`add` would keep a frame with this stamp and pose, without its images.
+
+        Lets a caller skip decoding images of frames that would be dropped anyway. Raises
+        ``FrameOrderError`` like ``add`` and ``GeometryError`` for a broken pose.
+        """
+        self._check_order(stamp_ns)
+        return self._is_novel(stamp_ns, as_pose(cam_to_world))
+
+    def skip(self, stamp_ns: int) -> None:
+        """Record a frame received but not offered (not a keyframe: its images were not decoded).
+
+        Keeps stamp ordering and staleness exactly as if ``add`` had dropped it.
+        """
+        self._check_order(stamp_ns)
+        self._last_stamp = stamp_ns
+
     def add(self, frame: Frame) -> int | None:
         """Offer a frame; returns its new id if kept as a keyframe, else None.
 
         Raises ``FrameOrderError`` for a stamp not newer than the previous frame's.
         """
-        if self._last_stamp is not None and frame.stamp_ns <= self._last_stamp:
-            kind = "duplicate" if frame.stamp_ns == self._last_stamp else "out-of-order"
-            raise FrameOrderError(
-                f"{kind} frame stamp {frame.stamp_ns} ns (last was {self._last_stamp} ns)"
-            )
+        self._check_order(frame.stamp_ns)
         if not np.isfinite(frame.depth).any():
             raise NoValidDepthError(f"frame at stamp {frame.stamp_ns} has no valid depth pixel")
         self._last_stamp = frame.stamp_ns
-        if not self._is_novel(frame):
+        if not self._is_novel(frame.stamp_ns, frame.cam_to_world):
             return None
         kf = self.prepare(frame)
         frame.frame_id = self._next_id

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
+from scipy.spatial.transform import Rotation
 
 from llava3d_ros.geometry.cameras import plan_resize_crop
 from llava3d_ros.geometry.depth import decode_depth
@@ -85,3 +88,30 @@ def test_upstream_mode_bit_identical_bf16() -> None:
     np.testing.assert_array_equal(ours, ref)
     fp32, _ = _ours(156)
     assert not np.array_equal(ours, fp32)  # bf16 really is a different (coarser) path
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    g=st.integers(5, 40),
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.sampled_from([0.01, 1.0, 50.0]),
+)
+def test_patches_to_world_is_the_torch_fp32_product(g: int, seed: int, scale: float) -> None:
+    """The fp32 path (numpy, for speed) gives the bits of the reference's batched torch product.
+
+    For G×G grids from 5 up (the model's is 24); below ~25 points BLAS picks other kernels and
+    even torch's own unbatched product differs from the batched one in the last bit.
+    """
+    n = g * g
+    rng = np.random.default_rng(seed)
+    cam = (rng.normal(size=(n, 3)) * scale).astype(np.float32)
+    q = rng.normal(size=4)
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.from_quat(q / np.linalg.norm(q)).as_matrix()
+    pose[:3, 3] = rng.normal(size=3) * 5
+    homog = torch.cat([torch.from_numpy(cam), torch.ones(n, 1)], dim=1)
+    world = (torch.from_numpy(pose).float()[None] @ homog.T[None])[0]
+    ref = (world[:3] / world[3:]).T.numpy()
+    ours = patches_to_world(cam, pose)
+    assert ours.dtype == np.float32 and ours.shape == (n, 3)
+    np.testing.assert_array_equal(ours, ref)

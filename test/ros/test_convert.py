@@ -237,3 +237,45 @@ def test_point_cloud_packing():
     np.testing.assert_array_equal(rgb2, rgb)
     with pytest.raises(ConversionError, match="3 colours for 2 points"):
         convert.cloud_from_points(xyz, np.zeros((3, 3), np.uint8), 0, "map")
+
+
+@pytest.mark.parametrize(
+    ("sec", "nanosec", "frame_id", "encoding"),
+    [
+        (0, 0, "", "rgb8"),
+        (1_700_000_000, 999_999_999, "camera_color_optical_frame", "16UC1"),
+        (-5, 7, "x", "32FC1"),  # negative seconds: int32, not uint32
+        (2**31 - 1, 2**32 - 1, "é", "mono8"),
+    ],
+)
+def test_peek_stamp_matches_serialized_images(sec, nanosec, frame_id, encoding):
+    from builtin_interfaces.msg import Time
+    from rclpy.serialization import serialize_message
+
+    msg = _image(np.zeros((2, 3), dtype=np.uint8), "mono8")
+    msg.header.stamp = Time(sec=sec, nanosec=nanosec)
+    msg.header.frame_id, msg.encoding = frame_id, encoding
+    data = serialize_message(msg)
+    assert data[:2] == b"\x00\x01"  # this rmw writes little-endian CDR
+    want = sec * 1_000_000_000 + nanosec
+    assert convert.peek_stamp_ns(data) == want
+    assert convert.serialized_image_stamp_ns(data) == want
+    back = convert.image_from_serialized(data)
+    assert (back.header.frame_id, back.encoding, back.width) == (frame_id, encoding, 3)
+    # the same stamp written big-endian (encapsulation 0x0000) reads the same
+    big = b"\x00\x00\x00\x00" + int(sec).to_bytes(4, "big", signed=True)
+    big += int(nanosec).to_bytes(4, "big") + data[12:]
+    assert convert.peek_stamp_ns(big) == want
+
+
+def test_peek_stamp_unknown_encapsulation_and_truncation():
+    from rclpy.serialization import serialize_message
+
+    msg = _image(np.zeros((2, 3), dtype=np.uint8), "mono8")
+    msg.header.stamp = convert.ns_to_stamp(12 * 1_000_000_000 + 34)
+    data = serialize_message(msg)
+    assert convert.peek_stamp_ns(b"\x00\x03" + data[2:]) is None  # PL_CDR: not peeked
+    with pytest.raises(ConversionError, match="too short"):
+        convert.peek_stamp_ns(data[:11])
+    with pytest.raises(ConversionError, match="cannot deserialise"):
+        convert.image_from_serialized(data[:40])

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 import llava3d_ros.scene.buffer as buffer_mod
-from llava3d_ros.scene.buffer import FrameBuffer, UnknownFrameError
+from llava3d_ros.scene.buffer import FrameBuffer, FrameOrderError, UnknownFrameError
 from llava3d_ros.scene.frame import Frame
 
 K = np.array([[50.0, 0.0, 31.5], [0.0, 50.0, 23.5], [0.0, 0.0, 1.0]])
@@ -140,3 +140,33 @@ def test_rigid_motion_of_the_rig_moves_every_patch(q: list[float], t: list[float
         moved = a.patch_xyz.astype(np.float64) @ motion[:3, :3].T + motion[:3, 3]
         np.testing.assert_allclose(b.patch_xyz, moved, atol=2e-5 * (1 + np.abs(t).max()))
         np.testing.assert_allclose(b.cam_to_world, motion @ a.cam_to_world, atol=1e-9)
+
+
+def test_would_keep_agrees_with_add_and_skip_keeps_order() -> None:
+    """The image-free keyframe check predicts add(); skip() records stamps like a dropped add."""
+    offers = [
+        (1, pose(0.0)),
+        (2, pose(0.05)),
+        (3, pose(0.0, np.deg2rad(5))),
+        (4, pose(0.0, np.deg2rad(15))),
+        (9, pose(0.0, np.deg2rad(15))),
+        (10, pose(0.3)),
+    ]
+    buf = FrameBuffer(min_translation=0.1, min_rotation_deg=10, max_interval_s=5)
+    skipping = FrameBuffer(min_translation=0.1, min_rotation_deg=10, max_interval_s=5)
+    for stamp, p in offers:
+        predicted = buf.would_keep(stamp * S, p)
+        assert predicted == (buf.add(frame(stamp * S, p)) is not None)
+        if skipping.would_keep(stamp * S, p):
+            skipping.add(frame(stamp * S, p))
+        else:
+            skipping.skip(stamp * S)
+    assert [kf.frame.stamp_ns for kf in map(buf.keyframe, buf.frame_ids())] == [
+        kf.frame.stamp_ns for kf in map(skipping.keyframe, skipping.frame_ids())
+    ]
+    assert skipping.views().latest_stamp_ns == 10 * S
+    for b in (buf, skipping):
+        with pytest.raises(FrameOrderError, match="duplicate"):
+            b.would_keep(10 * S, pose(5.0))
+        with pytest.raises(FrameOrderError, match="out-of-order"):
+            b.skip(9 * S)
