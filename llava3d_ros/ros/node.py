@@ -38,7 +38,7 @@ from visualization_msgs.msg import MarkerArray
 
 from llava3d_ros.action import Ask
 from llava3d_ros.answer import AnswerResult, QueryError, ResultCode
-from llava3d_ros.geometry.boxes import box_corners, project_points
+from llava3d_ros.geometry.boxes import BOX_EDGES, box_corners, project_points
 from llava3d_ros.geometry.errors import GeometryError
 from llava3d_ros.msg import Answer
 from llava3d_ros.ros import convert
@@ -601,20 +601,7 @@ class Llava3dNode(LifecycleNode):
                 if (cam[:, 2] <= 0.05).any():
                     continue
                 pts = np.round(uv).astype(np.int32)
-                for a, b in (
-                    (0, 1),
-                    (2, 3),
-                    (4, 5),
-                    (6, 7),
-                    (0, 2),
-                    (1, 3),
-                    (4, 6),
-                    (5, 7),
-                    (0, 4),
-                    (1, 5),
-                    (2, 6),
-                    (3, 7),
-                ):
+                for a, b in BOX_EDGES:
                     cv2.line(
                         img, tuple(map(int, pts[a])), tuple(map(int, pts[b])), (255, 60, 60), 2
                     )
