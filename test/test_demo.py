@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
 from llava3d_ros.ros.model_loading import EMBEDDED_MODEL_DIR
 
@@ -15,7 +16,13 @@ from llava3d_ros.ros.model_loading import EMBEDDED_MODEL_DIR
 @pytest.mark.slow
 def test_demo_runs_the_embedded_model_end_to_end(ros_env: dict[str, str], tmp_path: Path) -> None:
     picture = tmp_path / "demo.png"
-    out = run_cli(["demo", "--out", str(picture)], env=ros_env, timeout=240)
+    out = subprocess.run(
+        [sys.executable, "-m", "llava3d_ros.cli", "demo", "--out", str(picture)],
+        env=ros_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     name = json.loads((EMBEDDED_MODEL_DIR / "config.json").read_text())["llava3d_ros_name"]
     assert "synthetic" in name and "random-weights" not in name
