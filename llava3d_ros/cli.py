@@ -12,6 +12,7 @@ from collections.abc import Sequence
 EXTERNAL = {
     "demo": ("llava3d_ros.demo", "the embedded-model demo"),
     "eval-synthetic": ("llava3d_ros.synthetic.evaluate", "evaluation on synthetic scenes"),
+    "soak": ("llava3d_ros.soak", "node + looping replay for --minutes M, queried; a report"),
 }
 
 

@@ -23,6 +23,7 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
@@ -817,8 +818,14 @@ def main(argv: Sequence[str] | None = None, engine_factory: EngineFactory | None
             elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().error("autostart: activate failed")
                 code = 1
-        if code == 0:
-            executor.spin()
+        while code == 0 and context.ok():
+            try:
+                executor.spin()
+                break
+            except InvalidHandle as exc:
+                # a reply to a service or goal that deactivate destroyed mid-call: the caller
+                # misses that one answer, the node must not exit for it
+                node.get_logger().warn(f"reply dropped (interface destroyed mid-call): {exc}")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
