@@ -68,6 +68,32 @@ class DatasetReader(ABC):
         return f"{type(self).__name__}({str(self.root)!r}, {len(self)} frames)"
 
 
+class PngSequenceReader(DatasetReader):
+    """A reader that lists (colour PNG, depth PNG, stamp ns, pose) up front, with one colour K."""
+
+    depth_scale: float
+    _k: np.ndarray
+    _frames: list[tuple[Path, Path, int, np.ndarray]]
+
+    @property
+    def intrinsics(self) -> np.ndarray:
+        return self._k.copy()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for cpath, dpath, stamp, pose in self._frames:
+            yield Frame.from_raw(
+                read_rgb(cpath),
+                read_depth_png(dpath),
+                self._k,
+                pose,
+                stamp,
+                depth_scale=self.depth_scale,
+            )
+
+
 def require_file(path: Path, what: str) -> Path:
     """The path if it is a file, else ``MissingFileError`` saying what it should have held."""
     if not path.is_file():

@@ -3,7 +3,6 @@ and the two-frame ``img_/dep_/pose_{prev,curr}`` pairs of the shared test data."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +11,13 @@ from scipy.spatial.transform import Rotation, Slerp
 from llava3d_ros.geometry.cameras import as_intrinsics
 from llava3d_ros.geometry.depth import TUM_SCALE
 from llava3d_ros.geometry.errors import GeometryError
-from llava3d_ros.scene.frame import Frame
 from llava3d_ros.scene.readers.base import (
     DatasetError,
-    DatasetReader,
     MissingFileError,
+    PngSequenceReader,
     PoseFileError,
-    read_depth_png,
     read_intrinsics,
     read_matrix,
-    read_rgb,
     require_file,
     stamp_to_ns,
     tum_pose,
@@ -99,7 +95,7 @@ def associate(a: np.ndarray, b: np.ndarray, max_dt_ns: int) -> list[tuple[int, i
     return sorted(pairs)
 
 
-class TumReader(DatasetReader):
+class TumReader(PngSequenceReader):
     """Frames of a TUM RGB-D sequence (``rgb.txt``, ``depth.txt``, ``groundtruth.txt``).
 
     Colour and depth are associated one-to-one within ``max_dt`` seconds (TUM's 0.02 s); the
@@ -159,24 +155,6 @@ class TumReader(DatasetReader):
         if not self._frames:
             raise PoseFileError(f"no frame of {self.root} falls inside its ground truth")
 
-    @property
-    def intrinsics(self) -> np.ndarray:
-        return self._k.copy()
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def __iter__(self) -> Iterator[Frame]:
-        for cpath, dpath, stamp, pose in self._frames:
-            yield Frame.from_raw(
-                read_rgb(cpath),
-                read_depth_png(dpath),
-                self._k,
-                pose,
-                stamp,
-                depth_scale=self.depth_scale,
-            )
-
 
 def interpolate_pose(
     t: np.ndarray, poses: np.ndarray, stamp: int, gap_ns: int
@@ -196,7 +174,7 @@ def interpolate_pose(
     return out
 
 
-class TumPairReader(DatasetReader):
+class TumPairReader(PngSequenceReader):
     """Frames ``img_X.png``/``dep_X.png``/``pose_X.txt`` of a folder (X = ``prev``, ``curr``…).
 
     Order: ``prev`` before ``curr``, other names alphabetically after; frame ``i`` is stamped
@@ -237,22 +215,4 @@ class TumPairReader(DatasetReader):
                 raise PoseFileError(str(err)) from err
             self._frames.append(
                 (cpath, dpath, round(idx * 1e9 / fps), tum_pose(values, str(ppath)))
-            )
-
-    @property
-    def intrinsics(self) -> np.ndarray:
-        return self._k.copy()
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def __iter__(self) -> Iterator[Frame]:
-        for cpath, dpath, stamp, pose in self._frames:
-            yield Frame.from_raw(
-                read_rgb(cpath),
-                read_depth_png(dpath),
-                self._k,
-                pose,
-                stamp,
-                depth_scale=self.depth_scale,
             )
