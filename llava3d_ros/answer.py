@@ -64,6 +64,7 @@ class AnswerResult:
     scene_tokens: int = 0
     timings: Timings = field(default_factory=Timings)
     parse_warnings: list[str] = field(default_factory=list)
+    out_of_memory: bool = False  # MODEL_ERROR because memory ran out (worth a smaller retry)
 
     @property
     def success(self) -> bool:

@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-new-tokens", type=int, default=0)
     q.add_argument("--temperature", type=float, default=-1.0)
     q.add_argument("--max-views", type=int, default=0)
+    q.add_argument("--client-id", default="", help="who asks, for the node's per-client rate limit")
     q.add_argument("--json", action="store_true", help="print the answer as JSON")
 
     for name, (_, what) in EXTERNAL.items():

@@ -73,6 +73,9 @@ class Engine:
         self.prefix_hits = 0
         self.last_tokens: list[int] = []  # ids of the last answer, for tests and benchmarks
         self._prefix: _Prefix | None = None
+        # Fault injection: called with (stage, number of views) as each stage starts; tests
+        # raise torch.OutOfMemoryError from it to exercise recovery where memory cannot run out.
+        self.fault_hook: Callable[[str, int], None] | None = None
         self._lock = threading.Lock()
         self._model_id = bundle.model_id
         cfg = bundle.vision.config
@@ -134,12 +137,16 @@ class Engine:
             except GeometryError as exc:
                 result.code, result.message = ResultCode.BAD_REQUEST, f"bad scene geometry: {exc}"
             except torch.OutOfMemoryError as exc:
+                # drop everything recomputable so the next query starts from the weights alone
                 self._prefix = None
+                self.features.clear()
+                gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                result.code = ResultCode.MODEL_ERROR
+                result.code, result.out_of_memory = ResultCode.MODEL_ERROR, True
                 result.message = (
-                    f"out of memory during inference (fewer views or scene tokens may fit): {exc}"
+                    f"out of memory with {len(views)} views (fewer views or scene tokens may "
+                    f"fit): {exc}"
                 )
             except (RuntimeError, ValueError) as exc:
                 self._prefix = None
@@ -191,7 +198,7 @@ class Engine:
             result.parse_warnings.append(
                 f"scene tokens capped at {cap} to fit the {self.context}-token context"
             )
-        _stage(on_stage, "encoding")
+        self._enter("encoding", len(views), on_stage)
         t = time.perf_counter()
         key = self._scene_key(views, cap)
         prefix = (
@@ -210,7 +217,7 @@ class Engine:
                 self.prefix_hits += 1
             suffix = self._suffix_embeds(post_ids, clicks)
             timings.encode_s = time.perf_counter() - t
-            _stage(on_stage, "prefill")
+            self._enter("prefill", len(views), on_stage)
             t = time.perf_counter()
             if prefix is None and self.reuse_prefix:
                 cache = DynamicCache(config=b.lm.config)
@@ -225,7 +232,7 @@ class Engine:
                 logits = forward_embeds(b.lm, torch.cat([prefix_embeds, suffix]), cache)
             result.scene_tokens = n_scene
             timings.prefill_s = time.perf_counter() - t
-        _stage(on_stage, "decoding")
+        self._enter("decoding", len(views), on_stage)
         t = time.perf_counter()
         tok = b.tokenizer
 
@@ -241,6 +248,12 @@ class Engine:
         result.text = tok.decode(tokens).strip()
         result.boxes, warnings = parse_boxes(result.text)
         result.parse_warnings.extend(warnings)
+
+    def _enter(self, stage: str, n_views: int, on_stage: Callable[[str], None] | None) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(stage, n_views)
+        if on_stage is not None:
+            on_stage(stage)
 
     def _clicks(self, points: list[np.ndarray]) -> torch.Tensor:
         for i, p in enumerate(points):
@@ -336,8 +349,3 @@ class Engine:
         if run:
             parts.append(embed(torch.tensor(run, device=dev)))
         return torch.cat(parts)
-
-
-def _stage(cb: Callable[[str], None] | None, name: str) -> None:
-    if cb is not None:
-        cb(name)

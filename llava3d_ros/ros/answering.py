@@ -31,6 +31,9 @@ class AnswerDefaults:
     temperature: float = 0.0
     max_question_chars: int = 4000
     world_frame: str = "map"
+    max_clicks: int = 8
+    max_views_limit: int = 32
+    max_new_tokens_limit: int = 2048
 
 
 def validate(req: QueryRequest, d: AnswerDefaults) -> QueryRequest:
@@ -40,6 +43,15 @@ def validate(req: QueryRequest, d: AnswerDefaults) -> QueryRequest:
             ResultCode.BAD_REQUEST,
             f"question is {len(req.question)} characters, the limit is {d.max_question_chars}",
         )
+    for what, asked, limit, param in (
+        ("clicks", len(req.clicks), d.max_clicks, "max_clicks"),
+        ("max_views", req.max_views, d.max_views_limit, "max_views_limit"),
+        ("max_new_tokens", req.max_new_tokens, d.max_new_tokens_limit, "max_new_tokens_limit"),
+    ):
+        if asked > limit:
+            raise QueryError(
+                ResultCode.BAD_REQUEST, f"{what} is {asked}, the limit is {limit} ({param})"
+            )
     if req.task not in TASKS:
         raise QueryError(
             ResultCode.BAD_REQUEST, f"unknown task {req.task!r}; expected one of {TASKS}"
@@ -106,19 +118,34 @@ class SceneAnswerer:
             aligned_clicks = [self._click(i, c) for i, c in enumerate(req.clicks)]
             focus = np.stack(aligned_clicks) if aligned_clicks else None
             scene = self.buffer.views(req.max_views, focus)
-            alignment = scene.alignment
-        result = engine.answer(
-            scene.views,
-            req.question,
-            task=req.task,
-            click_points=aligned_clicks,
-            max_new_tokens=req.max_new_tokens,
-            temperature=req.temperature,
-            on_token=job.on_token,
-            cancel=job.cancel,
-            on_stage=job.on_stage,
-        )
-        return to_world(result, alignment)
+        tried: list[int] = []
+        while True:
+            result = engine.answer(
+                scene.views,
+                req.question,
+                task=req.task,
+                click_points=aligned_clicks,
+                max_new_tokens=req.max_new_tokens,
+                temperature=req.temperature,
+                on_token=job.on_token,
+                cancel=job.cancel,
+                on_stage=job.on_stage,
+            )
+            if not result.out_of_memory or len(scene.views) <= 1 or job.cancel.is_set():
+                break
+            # out of memory: the same question from half the views (the clicked ones first)
+            tried.append(len(scene.views))
+            if job.on_stage is not None:
+                job.on_stage("retrying")
+            with self.lock:
+                scene = self.buffer.views(len(scene.views) // 2, focus)
+        if tried:
+            note = f"out of memory with {', then '.join(map(str, tried))} views"
+            if result.out_of_memory:
+                result.message = f"{note}, and with {len(scene.views)}: {result.message}"
+            else:
+                result.parse_warnings.insert(0, f"{note}; answered from {len(scene.views)} views")
+        return to_world(result, scene.alignment)
 
     def _click(self, i: int, click: PixelClick | PointClick) -> np.ndarray:
         """Aligned-world position of a click; QueryError(BAD_REQUEST) when it cannot be placed."""

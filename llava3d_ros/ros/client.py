@@ -36,6 +36,7 @@ def make_prompt(
     max_new_tokens: int = 0,
     temperature: float = -1.0,
     max_views: int = 0,
+    client_id: str = "",
 ) -> Prompt:
     """A Prompt from plain values: pixel clicks (u, v, stamp_ns) and 3D points (x, y, z)."""
     p = Prompt(
@@ -44,6 +45,7 @@ def make_prompt(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         max_views=max_views,
+        client_id=client_id,
     )
     for u, v, stamp in clicks:
         p.clicks.append(
@@ -160,6 +162,7 @@ def main(args: argparse.Namespace, ros_args: list[str]) -> int:
         args.max_new_tokens,
         args.temperature,
         args.max_views,
+        args.client_id,
     )
     context = rclpy.Context()
     rclpy.init(args=["llava3d-ros", *ros_args], context=context)

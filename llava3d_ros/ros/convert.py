@@ -97,6 +97,26 @@ def serialized_image_stamp_ns(data: bytes) -> int:
     return stamp if stamp is not None else stamp_to_ns(image_from_serialized(data).header.stamp)
 
 
+# the widest pixel of a supported encoding (4 channels of float32), for the raw-bytes guard
+_MAX_PIXEL_BYTES = 16
+
+
+def check_serialized_size(data: bytes, max_pixels: int) -> None:
+    """Refuse a raw Image too big to hold ``max_pixels`` of any supported encoding (cheap, early)."""
+    limit = max_pixels * _MAX_PIXEL_BYTES + 4096  # + header, encoding string, CDR padding
+    if len(data) > limit:
+        raise ConversionError(
+            f"image message of {len(data)} bytes exceeds what max_image_pixels={max_pixels} allows"
+        )
+
+
+def check_image_size(msg: Image, max_pixels: int) -> None:
+    """``ConversionError`` when ``msg`` has more than ``max_pixels`` pixels (max_image_pixels)."""
+    w, h = int(msg.width), int(msg.height)
+    if w * h > max_pixels:
+        raise ConversionError(f"image {w}x{h} has more pixels than max_image_pixels={max_pixels}")
+
+
 def image_to_array(msg: Image) -> np.ndarray:
     """The pixels of an Image as (H, W) or (H, W, C) in the encoding's dtype, native byte order.
 
@@ -275,6 +295,7 @@ def prompt_from_msg(msg: Prompt) -> QueryRequest:
         max_new_tokens=int(msg.max_new_tokens),
         temperature=float(msg.temperature),
         max_views=int(msg.max_views),
+        client_id=msg.client_id,
     )
 
 
@@ -286,6 +307,7 @@ def prompt_to_msg(req: QueryRequest) -> Prompt:
         max_new_tokens=int(req.max_new_tokens),
         temperature=float(req.temperature),
         max_views=int(req.max_views),
+        client_id=req.client_id,
     )
     for c in req.clicks:
         click = Click()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ from llava3d_ros.ros.answering import AnswerDefaults, SceneAnswerer, validate
 from llava3d_ros.ros.diagnostics import Health, RateMeter, diagnostic_array
 from llava3d_ros.ros.params import PARAMS, Settings, descriptor
 from llava3d_ros.ros.queries import Job, QueryQueue
+from llava3d_ros.ros.rate_limit import ClientRateLimiter
 from llava3d_ros.ros.request import PointClick, QueryRequest
 from llava3d_ros.ros.sync import FrameSynchronizer, SyncedFrame
 from llava3d_ros.scene.buffer import FrameBuffer, FrameOrderError
@@ -82,6 +84,8 @@ def _default_engine_factory(s: Settings) -> Any:
 class Llava3dNode(LifecycleNode):
     """See the module docstring; parameters are listed in ``ros/params.py``."""
 
+    REPLY_GRACE_S = 5.0  # how long deactivate waits for in-flight query handlers to reply
+
     def __init__(self, engine_factory: EngineFactory | None = None, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         for p in PARAMS:
@@ -95,6 +99,7 @@ class Llava3dNode(LifecycleNode):
         self.buffer: FrameBuffer | None = None
         self.sync: FrameSynchronizer | None = None
         self.queue: QueryQueue | None = None
+        self._rate_limiter = ClientRateLimiter(0.0, 1)
         self._rates = {name: RateMeter() for name in INPUTS}
         self._errors: dict[str, str] = {}
         self._error_counts: collections.Counter[str] = collections.Counter()
@@ -106,6 +111,8 @@ class Llava3dNode(LifecycleNode):
         self._entities: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._active = False
+        self._calls_cv = threading.Condition()
+        self._calls_in_flight = 0
         self._ingest_cv = threading.Condition()
         self._ingest: collections.deque[SyncedFrame] = collections.deque(maxlen=3)
         self._ingest_thread: threading.Thread | None = None
@@ -185,6 +192,7 @@ class Llava3dNode(LifecycleNode):
             not_ready_reason=self._not_ready_reason,
         )
         self.queue = QueryQueue(answerer.run, s.max_pending_queries, s.query_timeout_s)
+        self._rate_limiter = ClientRateLimiter(s.client_rate_hz, s.client_burst)
         sensors = MutuallyExclusiveCallbackGroup()
         queries = ReentrantCallbackGroup()
         qos = self._sensor_qos()
@@ -263,15 +271,47 @@ class Llava3dNode(LifecycleNode):
             self._ingest_cv.notify_all()
         if self._ingest_thread is not None:
             self._ingest_thread.join(5.0)
+        # answer every accepted query (waiting: NOT_READY, running: CANCELED) and let their
+        # handlers send the replies before the services and the action they came on go away
+        if self.queue is not None:
+            self.queue.stop(reason)
+        self._wait_for_replies(self.REPLY_GRACE_S)
         for entity in self._entities:
             self._destroy(entity)
         self._entities.clear()
         self._action.destroy()
-        if self.queue is not None:
-            self.queue.stop(reason)
         pubs, self._pubs = self._pubs, {}
         for pub in pubs.values():
             self.destroy_publisher(pub)
+
+    @contextlib.contextmanager
+    def _handling_call(self) -> Iterator[None]:
+        """Count a ~/query or ~/ask handler as in flight while it runs."""
+        with self._calls_cv:
+            self._calls_in_flight += 1
+        try:
+            yield
+        finally:
+            with self._calls_cv:
+                self._calls_in_flight -= 1
+                self._calls_cv.notify_all()
+
+    def _wait_for_replies(self, timeout_s: float) -> None:
+        """Wait until no handler is in flight, then a moment for rclpy to send the last reply.
+
+        rclpy sends a service reply (and an action result) right after the handler coroutine
+        returns, with no hook after the send; the short sleep covers that step.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._calls_cv:
+            busy = self._calls_in_flight > 0
+            while self._calls_in_flight > 0 and time.monotonic() < deadline:
+                self._calls_cv.wait(deadline - time.monotonic())
+            left = self._calls_in_flight
+        if left:
+            self.get_logger().warn(f"{left} query handlers still running after {timeout_s} s")
+        elif busy:
+            time.sleep(0.2)
 
     def _destroy(self, entity: Any) -> None:
         if hasattr(entity, "srv_type"):
@@ -325,6 +365,9 @@ class Llava3dNode(LifecycleNode):
             temperature=s.temperature,
             max_question_chars=s.max_question_chars,
             world_frame=s.world_frame,
+            max_clicks=s.max_clicks,
+            max_views_limit=s.max_views_limit,
+            max_new_tokens_limit=s.max_new_tokens_limit,
         )
 
     def _sensor_qos(self) -> QoSProfile:
@@ -364,6 +407,7 @@ class Llava3dNode(LifecycleNode):
         self._rates["rgb/image"].tick()
         try:
             stamp = convert.serialized_image_stamp_ns(data)
+            convert.check_serialized_size(data, self.settings.max_image_pixels)
         except convert.ConversionError as exc:
             return self._input_error("rgb/image", str(exc))
         self._feed(lambda: self.sync.add_color(stamp, data))
@@ -372,6 +416,7 @@ class Llava3dNode(LifecycleNode):
         self._rates["depth/image"].tick()
         try:
             stamp = convert.serialized_image_stamp_ns(data)
+            convert.check_serialized_size(data, self.settings.max_image_pixels)
         except convert.ConversionError as exc:
             return self._input_error("depth/image", str(exc))
         self._feed(lambda: self.sync.add_depth(stamp, data))
@@ -455,13 +500,16 @@ class Llava3dNode(LifecycleNode):
     def _ingest_frame(self, f: SyncedFrame) -> None:
         if not self._worth_decoding(f):
             return
+        limit = self.settings.max_image_pixels
         try:
             color = _decoded(f.color)
+            convert.check_image_size(color, limit)
             rgb = convert.color_from_image(color)
         except convert.ConversionError as exc:
             return self._input_error("rgb/image", str(exc))
         try:
             depth_msg = _decoded(f.depth)
+            convert.check_image_size(depth_msg, limit)
             depth = convert.depth_from_image(depth_msg)
         except convert.ConversionError as exc:
             return self._input_error("depth/image", str(exc))
@@ -632,6 +680,7 @@ class Llava3dNode(LifecycleNode):
             result.model = self.engine.model_id  # say which model even when it was not run
         msg = convert.answer_to_msg(result, req, world)
         self._publish("answer", msg)
+        self._log_answer(result)
         if result.code in (ResultCode.BUSY,):
             return msg
         camera = None
@@ -647,6 +696,20 @@ class Llava3dNode(LifecycleNode):
         if newest_frame is not None and result.success:
             self._publish_debug_image(newest_frame)
         return msg
+
+    def _log_answer(self, result: AnswerResult) -> None:
+        """Failures and warnings go to the log too (the caller has them in the Answer)."""
+        log = self.get_logger()
+        if result.code == ResultCode.MODEL_ERROR:
+            log.error(f"query failed: MODEL_ERROR: {result.message}")
+        elif result.code != ResultCode.OK:
+            # callers cause these (and can flood them): one line per second at most
+            log.info(
+                f"query refused: {ResultCode(result.code).name}: {result.message}",
+                throttle_duration_sec=1.0,
+            )
+        for warning in result.parse_warnings:
+            log.warn(f"answer warning: {warning}", throttle_duration_sec=1.0)
 
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None:
@@ -729,9 +792,16 @@ class Llava3dNode(LifecycleNode):
             req = (
                 convert.prompt_from_msg(prompt) if not isinstance(prompt, QueryRequest) else prompt
             )
-            if self.queue is None or self.settings is None:
+            if not self._active or self.queue is None or self.settings is None:
                 raise QueryError(ResultCode.NOT_READY, "the node is not active")
             req = validate(req, self._defaults())
+            if not self._rate_limiter.allow(req.client_id):
+                who = repr(req.client_id) if req.client_id else "anonymous callers"
+                raise QueryError(
+                    ResultCode.BUSY,
+                    f"{who} exceeded client_rate_hz={self.settings.client_rate_hz:g} "
+                    f"(burst {self.settings.client_burst}); try again later",
+                )
         except convert.ConversionError as exc:
             done(self._publish_answer(AnswerResult(ResultCode.BAD_REQUEST, str(exc)), req))
             return None
@@ -750,12 +820,17 @@ class Llava3dNode(LifecycleNode):
         return job
 
     async def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
-        fut = self._completion()
-        self._start(request.prompt, fut.set_result)
-        response.answer = await fut
-        return response
+        with self._handling_call():
+            fut = self._completion()
+            self._start(request.prompt, fut.set_result)
+            response.answer = await fut
+            return response
 
     async def _on_ask(self, goal_handle: Any) -> Ask.Result:
+        with self._handling_call():
+            return await self._run_goal(goal_handle)
+
+    async def _run_goal(self, goal_handle: Any) -> Ask.Result:
         fut = self._completion()
         tokens = [0]
 

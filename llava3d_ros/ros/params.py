@@ -124,6 +124,38 @@ PARAMS: tuple[Param, ...] = (
         (0.0, 3600.0),
     ),
     Param("max_question_chars", 4000, "longer questions get BAD_REQUEST", (1, 1_000_000)),
+    Param("max_clicks", 8, "more clicks in one query get BAD_REQUEST", (1, 256)),
+    Param(
+        "max_views_limit",
+        32,
+        "a request's max_views above this gets BAD_REQUEST (num_views must not exceed it)",
+        (1, 64),
+    ),
+    Param(
+        "max_new_tokens_limit",
+        2048,
+        "a request's max_new_tokens above this gets BAD_REQUEST",
+        (1, 4096),
+    ),
+    Param(
+        "max_image_pixels",
+        3840 * 2160,
+        "larger rgb/depth images are dropped and reported as input errors",
+        (1, 100_000_000),
+    ),
+    Param(
+        "client_rate_hz",
+        0.0,
+        "queries per second one client_id may sustain; beyond it (after client_burst) BUSY "
+        "(0 = no limit)",
+        (0.0, 1000.0),
+    ),
+    Param(
+        "client_burst",
+        10,
+        "queries one client_id may send back to back before client_rate_hz applies",
+        (1, 10000),
+    ),
     Param(
         "axis_align",
         False,
@@ -185,6 +217,12 @@ class Settings:
     max_pending_queries: int
     query_timeout_s: float
     max_question_chars: int
+    max_clicks: int
+    max_views_limit: int
+    max_new_tokens_limit: int
+    max_image_pixels: int
+    client_rate_hz: float
+    client_burst: int
     axis_align: bool
     publish_scene_points: bool
     publish_debug_image: bool
@@ -202,4 +240,12 @@ class Settings:
             raise ValueError("parameter camera_in_base needs 7 numbers: x y z qx qy qz qw")
         if not values["world_frame"]:
             raise ValueError("parameter world_frame must not be empty")
+        for default, limit in (
+            ("num_views", "max_views_limit"),
+            ("max_new_tokens", "max_new_tokens_limit"),
+        ):
+            if values[default] > values[limit]:
+                raise ValueError(
+                    f"parameter {default}={values[default]} exceeds {limit}={values[limit]}"
+                )
         return cls(**{f.name: values[f.name] for f in fields(cls)})

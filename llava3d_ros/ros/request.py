@@ -36,6 +36,7 @@ class QueryRequest:
     max_new_tokens: int = 0
     temperature: float = -1.0
     max_views: int = 0
+    client_id: str = ""
 
     def with_defaults(
         self, max_new_tokens: int, temperature: float, max_views: int

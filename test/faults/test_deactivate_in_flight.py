@@ -46,12 +46,6 @@ def test_deactivate_during_query_in_flight(rig, request):
     assert rig["node"].output().count("reply dropped") == dropped, "the failure keeps repeating"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node limitation: on_deactivate destroys ~/query before the in-flight handler "
-    "replies, so that caller gets no answer (the node survives since main() catches "
-    "InvalidHandle); a fix answers pending jobs before destroying the services",
-)
 def test_in_flight_query_gets_a_coded_answer_on_deactivate():
     assert _IN_FLIGHT, "the first test did not run"
     got = _IN_FLIGHT[0]

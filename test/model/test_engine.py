@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from llava3d_ros.answer import ResultCode
 from llava3d_ros.model.engine import Engine
@@ -161,3 +162,24 @@ def test_release(bundle, views) -> None:
     eng = Engine(bundle, max_new_tokens=2)
     eng.release()
     assert eng.answer(views, "x").code == ResultCode.NOT_READY
+
+
+@pytest.mark.parametrize("stage", ["encoding", "prefill", "decoding"])
+def test_out_of_memory_is_model_error_then_recovers(bundle, views, stage) -> None:
+    """OOM (injected: CPU memory cannot run out here) → coded result, caches dropped, next OK."""
+    eng = Engine(bundle, max_new_tokens=5)
+    ref = eng.answer(views, QUESTIONS[0])
+    fired = []
+
+    def hook(name: str, n_views: int) -> None:
+        if name == stage and not fired:
+            fired.append(n_views)
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    eng.fault_hook = hook
+    r = eng.answer(views, QUESTIONS[0])
+    assert r.code == ResultCode.MODEL_ERROR and r.out_of_memory, r.message
+    assert f"out of memory with {len(views)} views" in r.message and fired == [len(views)]
+    assert len(eng.features) == 0 and eng._prefix is None  # recomputable state dropped
+    again = eng.answer(views, QUESTIONS[0])
+    assert again.success and not again.out_of_memory and again.text == ref.text

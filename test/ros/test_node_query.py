@@ -130,7 +130,7 @@ def test_ask_feedback_in_order_and_cancel(client, publisher, request):
         return False
 
     answer, status = client.ask(
-        make_prompt("describe every object in detail", max_new_tokens=4000, temperature=1.0),
+        make_prompt("describe every object in detail", max_new_tokens=2000, temperature=1.0),
         60,
         cancel_when=cancel_when,
     )
@@ -180,6 +180,9 @@ def test_six_simultaneous_callers_get_answers_or_busy(client, publisher, request
             "frame 'base_link'",
         ),
         (make_prompt("what?", clicks=((5.0, 5.0, 123),)), "no keyframe with stamp 123"),
+        (make_prompt("what?", points=((0.0, 0.0, 2.0),) * 9), "the limit is 8 (max_clicks)"),
+        (make_prompt("what?", max_views=33), "the limit is 32 (max_views_limit)"),
+        (make_prompt("what?", max_new_tokens=5000), "limit is 2048 (max_new_tokens_limit)"),
     ],
     ids=[
         "empty-prompt",
@@ -188,6 +191,9 @@ def test_six_simultaneous_callers_get_answers_or_busy(client, publisher, request
         "click-outside",
         "foreign-frame",
         "unknown-stamp",
+        "too-many-clicks",
+        "too-many-views",
+        "too-many-tokens",
     ],
 )
 def test_bad_requests_get_bad_request(client, publisher, request, prompt, expected):

@@ -1,0 +1,75 @@
+"""Out of memory in a node process (injected): retried from fewer views, then full views again."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llava3d_ros.msg import Answer
+from llava3d_ros.ros.client import Llava3dClient, make_prompt
+
+from .conftest import Diagnostics, harness, plane_frame
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+SECOND = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def rig(node_factory, ros_context):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from llava3d_ros.ros.publish import FramePublisher
+
+    node = node_factory(
+        "max_new_tokens:=4",
+        "num_views:=8",
+        "diagnostics_period_s:=0.2",
+        name="llava3d-oom",
+        args=(str(Path(__file__).with_name("oom_node.py")), "--autostart"),
+    )
+    client = Llava3dClient("/llava3d", ros_context)
+    side = rclpy.create_node("oom_rig", context=ros_context)
+    ex = SingleThreadedExecutor(context=ros_context)
+    try:
+        client.wait_for_node(60.0)
+        pub, diag = FramePublisher(side), Diagnostics(side)
+        ex.add_node(side)
+        threading.Thread(target=ex.spin, daemon=True).start()
+        assert pub.wait_for_subscribers(20.0)
+        yield node, client, pub, diag
+    finally:
+        ex.shutdown(timeout_sec=2.0)
+        side.destroy_node()
+        client.close()
+
+
+def test_out_of_memory_retries_with_fewer_views_then_recovers(rig, request):
+    node, client, pub, diag = rig
+    f = plane_frame()
+
+    def eight_keyframes() -> bool:
+        for i in range(8):  # 0.3 m apart: each a keyframe; resent until all have arrived
+            pose = np.eye(4)
+            pose[0, 3] = 0.3 * i
+            pub.publish(f["rgb"], f["depth"], f["k"], pose, (eight_keyframes.n + i) * SECOND)
+        eight_keyframes.n += 10
+        return int(diag.get("keyframes")) >= 8
+
+    eight_keyframes.n = 1
+    harness(request.config).wait_for(eight_keyframes, 40, "8 keyframes in /diagnostics", 0.5)
+    stages: list[str] = []
+    answer, _ = client.ask(
+        make_prompt("what is here?"), timeout=60, on_feedback=lambda fb: stages.append(fb.stage)
+    )
+    assert answer.code == Answer.OK, answer.message
+    assert len(answer.view_stamps) == 2
+    assert "out of memory with 8, then 4 views; answered from 2 views" in answer.warnings
+    assert stages.count("retrying") == 2
+    again = client.query(make_prompt("what is here?"), timeout=60)
+    assert again.code == Answer.OK and len(again.view_stamps) == 8 and not again.warnings
+    assert "out of memory with 8, then 4 views" in node.output()  # and in the log
+    assert node.alive()
