@@ -53,6 +53,8 @@ class Health:
     input_error_counts: dict[str, int] = field(default_factory=dict)
     sync_drops: dict[str, int] = field(default_factory=dict)
     frames_synced: int = 0
+    sync_waiting: dict[str, int] = field(default_factory=dict)  # unmatched, per stream
+    ingest_queue: int = 0  # synced frames not yet decoded into the scene
     pose_failures: int = 0
     warnings: list[str] = field(default_factory=list)
     keyframes: int = 0
@@ -96,6 +98,8 @@ def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArra
     inputs.values += [_kv(f"errors.{k}", v) for k, v in sorted(h.input_error_counts.items())]
     inputs.values += [_kv(f"last_error.{k}", v) for k, v in sorted(h.input_errors.items())]
     inputs.values += [_kv("frames_synced", h.frames_synced), _kv("pose_failures", h.pose_failures)]
+    inputs.values += [_kv(f"sync_waiting.{k}", v) for k, v in sorted(h.sync_waiting.items())]
+    inputs.values += [_kv("ingest_queue", h.ingest_queue)]
     inputs.values += [_kv(f"warning.{i}", w) for i, w in enumerate(h.warnings)]
     problems = list(h.warnings) + [f"{k}: {v}" for k, v in sorted(h.input_errors.items())]
     if problems:

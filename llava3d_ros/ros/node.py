@@ -732,10 +732,12 @@ class Llava3dNode(LifecycleNode):
             model_state=self._model_state,
             model_id=self.engine.model_id if self.engine is not None else "",
             model_error=self._model_error,
+            ingest_queue=len(self._ingest),
         )
         if self.sync is not None:
             with self._sync_lock:
                 h.sync_drops = dict(self.sync.drops)
+                h.sync_waiting = self.sync.waiting()
                 lag = None
                 newest_pose = self.sync.poses.newest_ns
                 if self.sync._last_emitted_ns > 0 and newest_pose is not None:
