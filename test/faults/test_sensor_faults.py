@@ -1,14 +1,16 @@
-"""Sensor faults against a running node: dropout, a pose stream that stops, stamps going back."""
+"""Sensor faults against a running node: dropout, a pose stream that stops or jumps, stamps going back."""
 
 from __future__ import annotations
 
 import itertools
 import time
 
+import numpy as np
 import pytest
 
 from llava3d_ros.msg import Answer
 from llava3d_ros.ros.client import make_prompt
+from llava3d_ros.ros.convert import stamp_to_ns
 
 from .conftest import harness, plane_frame
 
@@ -126,4 +128,26 @@ def test_clock_jump_backwards(rig, request):
     h.wait_for(lambda: int(diag.get("frames_synced")) > synced, 10, "frames after the jump")
     time.sleep(0.5)
     assert rejected() == after_jump
+    assert rig["node"].alive()
+
+
+def test_pose_jump(rig, request):
+    """A relocalisation: the pose leaps 50 m and turns 180°; the node takes it as new ground."""
+    _until_ok(rig, request, "an OK answer before the jump")
+    keyframes = int(rig["diag"].get("keyframes"))
+    jumped = np.diag([-1.0, -1.0, 1.0, 1.0])  # 180° about the optical axis
+    jumped[:3, 3] = [50.0, -20.0, 3.0]
+    f = plane_frame()
+    t0 = float(next(_clock) * 10)
+    stamps = [int((t0 + 0.1 * i) * _SECOND) for i in range(3)]
+    for stamp in stamps:
+        rig["pub"].publish(f["rgb"], f["depth"], f["k"], jumped, stamp)
+        time.sleep(0.03)
+    harness(request.config).wait_for(
+        lambda: int(rig["diag"].get("keyframes")) > keyframes, 10, "the jumped frame as keyframe"
+    )
+    answer = _ask(rig)
+    assert answer.code == Answer.OK, answer.message
+    used = {stamp_to_ns(s) for s in answer.view_stamps}
+    assert used & set(stamps), "the farthest (jumped) keyframe should be among the views"
     assert rig["node"].alive()
