@@ -28,8 +28,10 @@ def decode_depth(depth: np.ndarray, scale: float = MM_SCALE) -> np.ndarray:
     if depth.dtype == np.uint16:
         if not (np.isfinite(scale) and scale > 0):
             raise GeometryError(f"depth scale must be a positive number, got {scale}")
-        metres = depth.astype(np.float32) / np.float32(scale)
-        metres[(depth == 0) | (depth == 65535)] = np.nan
+        metres = depth.astype(np.float32)
+        np.divide(metres, np.float32(scale), out=metres)  # in place: no second image
+        # 0 and 65535 in one comparison: uint16 wraps 0 − 1 to 65535
+        np.copyto(metres, np.float32(np.nan), where=(depth - np.uint16(1)) >= np.uint16(65534))
         return metres
     if depth.dtype in (np.float32, np.float64):
         metres = depth.astype(np.float32)

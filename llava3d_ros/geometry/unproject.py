@@ -14,6 +14,8 @@ from llava3d_ros.geometry.errors import GeometryError
 # Rotation taking ROS body-frame axes (x forward, y left, z up) to the optical frame
 # (x right, y down, z forward): columns are the optical axes expressed in the body frame.
 BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+_EYE3 = np.eye(3)
+_EYE3.flags.writeable = False
 
 
 def orthonormalize(r: np.ndarray) -> np.ndarray:
@@ -35,10 +37,13 @@ def as_pose(pose: np.ndarray, tol: float = 1e-2, reorthonormalize: bool = True) 
         raise GeometryError(f"pose must be 4x4, got shape {t.shape}")
     if not np.isfinite(t).all():
         raise GeometryError("pose holds non-finite values")
-    if not np.allclose(t[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+    # np.allclose(t[3], [0, 0, 0, 1], atol=1e-9) written out on Python floats (same float64
+    # arithmetic, rtol=1e-5 included): allclose's array machinery costs more than the rest here
+    a, b, c, d = t[3].tolist()
+    if not (abs(a) <= 1e-9 and abs(b) <= 1e-9 and abs(c) <= 1e-9 and abs(d - 1.0) <= 1e-9 + 1e-5):
         raise GeometryError(f"pose last row must be [0, 0, 0, 1], got {t[3].tolist()}")
     r = t[:3, :3]
-    err = np.abs(r @ r.T - np.eye(3)).max()
+    err = np.abs(r @ r.T - _EYE3).max()
     if err > tol or np.linalg.det(r) <= 0:
         raise GeometryError(
             f"pose rotation is not a rotation (|RRᵀ−I|={err:.3g}, det={np.linalg.det(r):.3g})"
@@ -162,24 +167,24 @@ def patch_points_robust(
     k = as_intrinsics(k_depth)
     sx, sy = k336[0, 0] / k[0, 0], k336[1, 1] / k[1, 1]
     ox, oy = k[0, 2] * sx - k336[0, 2], k[1, 2] * sy - k336[1, 2]
-    cols = _patch_members(w, sx, ox, patch, g)
-    rows = _patch_members(h, sy, oy, patch, g)
-    r0, c0 = _contiguous_start(rows, h), _contiguous_start(cols, w)
-    if r0 is not None and c0 is not None:
+    col_run = _uniform_tiling(w, sx, ox, patch, g)
+    row_run = _uniform_tiling(h, sy, oy, patch, g)
+    if col_run is not None and row_run is not None:
         # every patch owns the same whole block of source pixels (640×480 → 336: 20×20), so
         # a reshaped view gathers them without fancy indexing: same members, ~6× faster
-        (mr, mc), d = (rows.shape[1], cols.shape[1]), depth_m
-        window = d[r0 : r0 + g * mr, c0 : c0 + g * mc].reshape(g, mr, g, mc)
-        block = window.transpose(0, 2, 1, 3).reshape(g * g, mr * mc)
+        (r0, mr), (c0, mc) = row_run, col_run
+        window = depth_m[r0 : r0 + g * mr, c0 : c0 + g * mc].reshape(g, mr, g, mc)
+        block = np.empty((g * g, mr * mc), dtype=np.float32)
+        block.reshape(g, g, mr, mc)[...] = window.transpose(0, 2, 1, 3)
     else:
+        cols = _patch_members(w, sx, ox, patch, g)
+        rows = _patch_members(h, sy, oy, patch, g)
         padded = np.full((h + 1, w + 1), np.nan, dtype=np.float32)
         padded[:h, :w] = depth_m
         block = padded[rows[:, None, :, None], cols[None, :, None, :]].reshape(g * g, -1)
-    block = np.sort(block, axis=1)  # NaN sorts last
-    count = np.count_nonzero(~np.isnan(block), axis=1)
-    med = block[np.arange(g * g), np.maximum(count - 1, 0) // 2].reshape(g, g)
+    med, count = lower_medians(block)
     valid = (count >= max(min_valid, 1)).reshape(g, g)
-    med = np.where(valid, med, 0.0)
+    med = np.where(valid, med.reshape(g, g), 0.0)
     centre = np.arange(g) * patch + (patch - 1) / 2
     x = (centre[None, :] - k336[0, 2]) * med / k336[0, 0]
     y = (centre[:, None] - k336[1, 2]) * med / k336[1, 1]
@@ -187,13 +192,55 @@ def patch_points_robust(
     return PatchPoints(cam, valid, k336)
 
 
-def _contiguous_start(members: np.ndarray, n: int) -> int | None:
-    """First source index if the (g, m) members tile one contiguous run without padding."""
-    start = int(members[0, 0])
-    if start + members.size > n:
+def lower_medians(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a float32 (R, n) array: lower median of its non-NaN values, and their count.
+
+    The median of row r is element ``(count − 1) // 2`` of the row's sorted non-NaN values
+    (element 0 of the sorted row — NaN — when the row has none). ``block`` is reordered in
+    place. Rows without NaN (most of them: the patches inside the depth sensor's valid area)
+    are reduced with one ``partition`` at the fixed index (n − 1) // 2, which selects the same
+    element as a full sort at a fraction of the cost; only rows with NaN are sorted (NaN sorts
+    last) to find their own index. Same values as ``np.sort`` + index for every row (a zero
+    median could come out as −0.0 instead of 0.0 or back, equal anyway; decoded depth has none).
+    """
+    rows, n = block.shape
+    mid = (n - 1) // 2
+    has_nan = np.isnan(block.max(axis=1))  # max propagates NaN
+    if not has_nan.any():
+        block.partition(mid, axis=1)
+        return block[:, mid].copy(), np.full(rows, n, dtype=np.int64)
+    med = np.empty(rows, dtype=np.float32)
+    count = np.full(rows, n, dtype=np.int64)
+    full = np.flatnonzero(~has_nan)
+    if full.size:
+        sub = block[full]
+        sub.partition(mid, axis=1)
+        med[full] = sub[:, mid]
+    holed = np.flatnonzero(has_nan)
+    sub = block[holed]
+    sub.sort(axis=1)
+    c = n - np.count_nonzero(np.isnan(sub), axis=1)
+    med[holed] = sub[np.arange(holed.size), np.maximum(c - 1, 0) // 2]
+    count[holed] = c
+    return med, count
+
+
+def _uniform_tiling(
+    n: int, scale: float, offset: float, patch: int, g: int
+) -> tuple[int, int] | None:
+    """(first source index, width) if the g patches own equal consecutive runs along one axis.
+
+    The patch id of source index i, floor((i·scale − offset + 0.5) / patch), never decreases
+    with i (scale > 0), so patch p owns one run [edges[p], edges[p + 1]); equal non-empty runs
+    are exactly the case where :func:`_patch_members` would list ``start + arange`` unpadded.
+    """
+    pos = np.arange(n) * scale - offset
+    pid = np.floor((pos + 0.5) / patch).astype(np.int64)
+    edges = np.searchsorted(pid, np.arange(g + 1))
+    width = int(edges[1] - edges[0])
+    if width < 1 or not (np.diff(edges) == width).all():
         return None
-    expect = start + np.arange(members.size).reshape(members.shape)
-    return start if np.array_equal(members, expect) else None
+    return int(edges[0]), width
 
 
 def _patch_members(n: int, scale: float, offset: float, patch: int, g: int) -> np.ndarray:

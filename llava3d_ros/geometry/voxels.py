@@ -114,7 +114,11 @@ def _mean_by_index(features: torch.Tensor, idx: torch.Tensor, m: int) -> torch.T
     keep = idx >= 0
     half = features.dtype in (torch.float16, torch.bfloat16)
     acc_dtype = torch.float32 if half else features.dtype
-    sums = torch.zeros((m, features.shape[1]), dtype=acc_dtype, device=features.device)
-    sums.index_add_(0, idx[keep], features[keep].to(acc_dtype))
+    # Left-out rows (idx −1) are summed into a scratch row m that is dropped, rather than
+    # masked out of ``features``: a boolean row mask copies the whole (N, C) tensor (~50 ms for
+    # 20 views × 576 × 1024 fp32, 5× the index_add_ itself). Every voxel still adds its rows in
+    # the same order starting from zero, so the sums are the same bits.
+    sums = torch.zeros((m + 1, features.shape[1]), dtype=acc_dtype, device=features.device)
+    sums.index_add_(0, torch.where(keep, idx, m), features.to(acc_dtype))
     counts = torch.bincount(idx[keep], minlength=m).to(acc_dtype).clamp_min_(1)
-    return (sums / counts[:, None]).to(features.dtype)
+    return (sums[:m] / counts[:, None]).to(features.dtype)

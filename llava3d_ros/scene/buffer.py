@@ -57,6 +57,13 @@ class SceneViews:
     staleness_ns: int = 0  # latest received − newest used
 
 
+def _has_finite(depth: np.ndarray) -> bool:
+    """``np.isfinite(depth).any()`` for (h, w) depth, answered from the middle row if it can."""
+    if depth.shape[0] and np.isfinite(depth[depth.shape[0] // 2]).any():
+        return True
+    return bool(np.isfinite(depth).any())
+
+
 def _pose_distance(a: np.ndarray, b: np.ndarray, metres_per_rad: float) -> float:
     rel = a[:3, :3].T @ b[:3, :3]
     angle = float(np.arccos(np.clip((np.trace(rel) - 1) / 2, -1.0, 1.0)))
@@ -189,7 +196,7 @@ class FrameBuffer:
         Raises ``FrameOrderError`` for a stamp not newer than the previous frame's.
         """
         self._check_order(frame.stamp_ns)
-        if not np.isfinite(frame.depth).any():
+        if not _has_finite(frame.depth):
             raise NoValidDepthError(f"frame at stamp {frame.stamp_ns} has no valid depth pixel")
         self._last_stamp = frame.stamp_ns
         if not self._is_novel(frame.stamp_ns, frame.cam_to_world):
@@ -262,9 +269,14 @@ class FrameBuffer:
         ids = list(self._frames)
         if not ids:
             return []
-        chosen: list[int] = []
+        fp = None
         if focus_points is not None:
             fp = np.asarray(focus_points, dtype=np.float64).reshape(-1, 3)
+        if num_views >= len(ids):
+            # the sampling below would end up taking every keyframe, whatever the focus
+            return sorted(ids)
+        chosen: list[int] = []
+        if fp is not None:
             seen = []
             for fid in ids:
                 f = self._frames[fid].frame

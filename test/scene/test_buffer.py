@@ -104,6 +104,25 @@ def test_focus_points_bias_view_selection() -> None:
     assert ids[0] in two and len(two) == 2
 
 
+def test_select_takes_every_keyframe_without_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At least as many views as keyframes: all of them, in order, no pose distances needed."""
+    buf = FrameBuffer(min_translation=0.0, min_rotation_deg=0.0)
+    ids = [buf.add(frame((i + 1) * S, pose(0.3 * i, 0.4 * i))) for i in range(5)]
+    focus = np.array([[3.0, 0.0, 1.0]])
+    assert len(set(buf.select(4, focus_points=focus))) == 4  # fewer: sampled as before
+
+    def no_distances(*args: object) -> float:
+        raise AssertionError("pose distances computed")
+
+    monkeypatch.setattr(buffer_mod, "_pose_distance", no_distances)
+    for n in (5, 6, 50):
+        assert buf.select(n) == ids
+        assert buf.select(n, focus_points=focus) == ids
+        assert [v.frame_id for v in buf.views(n).views] == ids
+    with pytest.raises(ValueError, match="reshape"):
+        buf.select(5, focus_points=np.zeros(4))  # not (P, 3): rejected as before
+
+
 def test_staleness_and_provenance() -> None:
     buf = FrameBuffer(min_translation=0.5)
     buf.add(frame(1 * S, pose(0.0)))
