@@ -81,8 +81,11 @@ def resize_crop_rgb(rgb: np.ndarray, plan: ResizeCrop, resample: str = "pillow")
 
     ``resample="pillow"`` is Pillow bicubic, bit-identical to HF's CLIPImageProcessor (the whole
     image is resized: resampling only the crop box with Pillow's ``box=`` differs by up to 20
-    levels for portrait images). ``"opencv"`` is OpenCV bilinear, ~5× faster and not bit-exact (on the 7-Scenes frames mean |Δ| ≈ 0.4/255 against Pillow, the closest of
-    OpenCV's fast modes; its bicubic is further off because it does not antialias).
+    levels for portrait images, because Pillow ≥ 13 then runs the vertical pass first, see
+    python-pillow/Pillow#9549; and for landscape its coefficients differ in the last bits, so
+    neither shortcut is exact by construction). ``"opencv"`` is OpenCV bilinear, ~5× faster
+    and not bit-exact (on the 7-Scenes frames mean |Δ| ≈ 0.4/255 against Pillow, the closest
+    of OpenCV's fast modes; its bicubic is further off because it does not antialias).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise GeometryError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
