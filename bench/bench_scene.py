@@ -3,24 +3,31 @@
 Each is compared, in the same run, with a direct numpy transcription of upstream's path
 (depth resized to 336, every pixel unprojected with a 4×4 homogeneous product, then the
 top-left pixel of each patch kept, colour through Pillow bicubic as CLIP's processor does).
-One core (torch and OpenCV limited to one thread). Each time is the best of 5 blocks of ≥ 0.3 s
+One core (torch, OpenCV and numpy's BLAS limited to one thread). Each time is the best of 5 blocks of ≥ 0.3 s
 (the machine may be shared; the best block is the least disturbed), baseline timed the same
 way. Uses the 7-Scenes frames in ../shared/data when present, else a synthetic 640×480 frame.
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
+import os
 
-import cv2
-import numpy as np
-import torch
-from PIL import Image
+# one core for every library, numpy's OpenBLAS included (the baseline's 4×4 products use it);
+# set before numpy is imported, which reads them once
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
 
-from llava3d_ros.geometry.voxels import pool_features, voxelize
-from llava3d_ros.scene.buffer import FrameBuffer
-from llava3d_ros.scene.frame import Frame
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from llava3d_ros.geometry.voxels import pool_features, voxelize  # noqa: E402
+from llava3d_ros.scene.buffer import FrameBuffer  # noqa: E402
+from llava3d_ros.scene.frame import Frame  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "7scenes-redkitchen"
 
