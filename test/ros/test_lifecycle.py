@@ -38,14 +38,14 @@ def test_transitions_load_create_destroy_and_free(ctx):
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert log == ["load"] and node.health().model_state == "loaded"
-        assert not any(s.topic_name == "/rgb/image" for s in node.subscriptions)
+        assert not any(s.topic_name == "/rgb/image" for s in node.all_subscriptions)
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert any(s.topic_name == "/rgb/image" for s in node.subscriptions)
-        assert any(s.srv_name.endswith("/query") for s in node.services)
+        assert any(s.topic_name == "/rgb/image" for s in node.all_subscriptions)
+        assert any(s.srv_name.endswith("/query") for s in node.all_services)
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert log == ["load", "release"] and node.engine is None
-        assert not any(s.topic_name == "/rgb/image" for s in node.subscriptions)
-        assert not any(s.srv_name.endswith("/query") for s in node.services)
+        assert not any(s.topic_name == "/rgb/image" for s in node.all_subscriptions)
+        assert not any(s.srv_name.endswith("/query") for s in node.all_services)
         assert node.health().model_state == "released"
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS  # reloads
         assert log == ["load", "release", "load"] and node.engine is not None
@@ -79,3 +79,42 @@ def test_out_of_range_parameter_is_refused_by_ros(ctx):
             context=ctx,
             parameter_overrides=[Parameter("num_views", Parameter.Type.INTEGER, 0)],
         )
+
+
+def test_sensor_topics_follow_namespace_and_remapping():
+    """The inputs and ~/query (on helper nodes) resolve names as the lifecycle node does."""
+    import rclpy
+
+    c = rclpy.Context()
+    rclpy.init(
+        args=[
+            "llava3d",
+            "--ros-args",
+            "-r",
+            "__ns:=/case",
+            "-r",
+            "depth/image:=/cam/depth",
+            "-r",
+            "llava3d:pose:=/slam/pose",  # a rule for this node only
+        ],
+        context=c,
+    )
+    node = Llava3dNode(engine_factory=lambda s: Recorder([]), context=c)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        topics = {s.topic_name for s in node.all_subscriptions}
+        assert {
+            "/case/rgb/image",
+            "/case/rgb/camera_info",
+            "/cam/depth",
+            "/case/depth/camera_info",
+            "/slam/pose",
+            "/case/clicked_point",
+        } <= topics, topics
+        assert any(s.srv_name == "/case/llava3d/query" for s in node.all_services)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.all_subscriptions == []  # the helper nodes are gone too
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=c)

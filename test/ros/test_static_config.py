@@ -37,7 +37,7 @@ def live_node():
         node.trigger_configure()
         node.trigger_activate()
         pubs = {p.topic_name for p in node.publishers}
-        subs = {s.topic_name for s in node.subscriptions}
+        subs = {s.topic_name for s in node.all_subscriptions}
         params = set(node._parameters)
         node.trigger_deactivate()
         node.trigger_cleanup()
