@@ -57,7 +57,7 @@ class InstantEngine:
         pass
 
 
-def serve_node(threads: str) -> int:
+def serve_node(threads: str, resample: str = "pillow") -> int:
     from llava3d_ros.ros.node import main
 
     return main(
@@ -69,6 +69,8 @@ def serve_node(threads: str) -> int:
             "publish_debug_image:=false",
             "-p",
             f"torch_threads:={threads}",
+            "-p",
+            f"image_resample:={resample}",
         ],
         engine_factory=InstantEngine,
     )
@@ -217,15 +219,26 @@ class DiagnosticsReader:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    roles = ["node", "node1", "service", "subscriber", "subscriber_raw", "subscriber_raw_tuned"]
+    roles = [
+        "node",
+        "node1",
+        "node_cv",
+        "service",
+        "subscriber",
+        "subscriber_raw",
+        "subscriber_raw_tuned",
+    ]
     ap.add_argument("--serve", choices=roles)
     ap.add_argument("--report", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--part", choices=["all", "rtt", "cpu"], default="all")
     args = ap.parse_args()
-    if args.serve in ("node", "node1"):
-        return serve_node("1" if args.serve == "node1" else "0")
+    if args.serve in ("node", "node1", "node_cv"):
+        return serve_node(
+            "1" if args.serve == "node1" else "0",
+            "opencv" if args.serve == "node_cv" else "pillow",
+        )
     if args.serve:
         return serve_bare(args.serve, args.report)
 
@@ -289,7 +302,7 @@ def main() -> int:
     if args.part in ("all", "cpu"):
         cpu, sent, got = {}, {}, {}
         tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
-        roles = ("subscriber", "subscriber_raw", "subscriber_raw_tuned", "node", "node1")
+        roles = ("subscriber", "subscriber_raw", "subscriber_raw_tuned", "node", "node_cv")
         for role in roles:
             report = tmp / f"{role}.json"
             p = start(role, env, report)
@@ -325,7 +338,7 @@ def main() -> int:
             "subscriber_raw": "bare subscriber, raw images (baseline)",
             "subscriber_raw_tuned": "bare subscriber, raw images, node's malloc settings",
             "node": "llava3d node, defaults",
-            "node1": "  same, torch_threads:=1",
+            "node_cv": "  same, image_resample:=opencv (the Jetson preset)",
         }
         for role in roles:
             goal = "goal < 10 %" if role.startswith("node") else ""

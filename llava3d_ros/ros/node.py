@@ -349,6 +349,7 @@ class Llava3dNode(LifecycleNode):
             capacity=s.buffer_capacity,
             max_bytes=s.buffer_max_mb * 2**20,
             mode=s.patch_depth_mode,
+            resample=s.image_resample,
             min_translation=s.keyframe_min_translation_m,
             min_rotation_deg=s.keyframe_min_rotation_deg,
             max_interval_s=s.keyframe_max_interval_s,
