@@ -100,11 +100,16 @@ class Llava3dClient:
         return future.result()
 
     def query(self, prompt: Prompt, timeout: float = 60.0) -> Answer:
-        """Call ``~/query`` and return the Answer."""
-        if not self._query.wait_for_service(timeout_sec=min(timeout, 10.0)):
-            raise ClientError(f"service {self._query.srv_name} is not available")
+        """Call ``~/query`` and return the Answer; ``timeout`` covers discovery and the answer."""
+        deadline = time.monotonic() + timeout
+        # discovery of a node seen for the first time can take seconds on a loaded machine
+        if not self._query.wait_for_service(timeout_sec=timeout):
+            raise ClientError(
+                f"service {self._query.srv_name} is not available after {timeout:g} s"
+            )
         fut = self._query.call_async(Query.Request(prompt=prompt))
-        return self._wait(fut, timeout, "answer from ~/query").answer
+        left = max(deadline - time.monotonic(), 0.1)
+        return self._wait(fut, left, "answer from ~/query").answer
 
     def ask(
         self,
@@ -114,8 +119,8 @@ class Llava3dClient:
         cancel_when: Callable[[Ask.Feedback], bool] | None = None,
     ) -> tuple[Answer, int]:
         """Send an ``~/ask`` goal; returns (Answer, final goal status). May cancel on feedback."""
-        if not self._ask.wait_for_server(timeout_sec=min(timeout, 10.0)):
-            raise ClientError("action server ~/ask is not available")
+        if not self._ask.wait_for_server(timeout_sec=timeout):
+            raise ClientError(f"action server ~/ask is not available after {timeout:g} s")
         handle_box: list[Any] = []
         canceled = threading.Event()
 
