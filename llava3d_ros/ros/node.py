@@ -628,22 +628,20 @@ class Llava3dNode(LifecycleNode):
                 self._ingest_cv.notify_all()
 
     def _on_color(self, data: bytes) -> None:
-        self._rates["rgb/image"].tick()
-        try:
-            stamp = convert.serialized_image_stamp_ns(data)
-            convert.check_serialized_size(data, self.settings.max_image_pixels)
-        except convert.ConversionError as exc:
-            return self._input_error("rgb/image", str(exc))
-        self._feed(lambda: self.sync.add_color(stamp, data))
+        self._on_image("rgb/image", data, lambda stamp: self.sync.add_color(stamp, data))
 
     def _on_depth(self, data: bytes) -> None:
-        self._rates["depth/image"].tick()
+        self._on_image("depth/image", data, lambda stamp: self.sync.add_depth(stamp, data))
+
+    def _on_image(self, topic: str, data: bytes, add: Callable[[int], Any]) -> None:
+        """A raw (serialized) image: stamp peeked, size bounded, handed to the synchroniser."""
+        self._rates[topic].tick()
         try:
             stamp = convert.serialized_image_stamp_ns(data)
             convert.check_serialized_size(data, self.settings.max_image_pixels)
         except convert.ConversionError as exc:
-            return self._input_error("depth/image", str(exc))
-        self._feed(lambda: self.sync.add_depth(stamp, data))
+            return self._input_error(topic, str(exc))
+        self._feed(lambda: add(stamp))
 
     def _on_color_info(self, msg: CameraInfo) -> None:
         self._rates["rgb/camera_info"].tick()

@@ -63,6 +63,17 @@ def node_factory(
             sys.stderr.write(f"\n----- {handle.log.name} -----\n{handle.output()[-6000:]}\n")
 
 
+@pytest.fixture
+def ctx() -> Iterator[object]:
+    """A fresh rclpy context per test (for in-process nodes that must not share state)."""
+    import rclpy
+
+    c = rclpy.Context()
+    rclpy.init(context=c)
+    yield c
+    rclpy.shutdown(context=c)
+
+
 @pytest.fixture(scope="module")
 def ros_context() -> Iterator[object]:
     """An rclpy context of this test process (loopback env is set by the root conftest)."""

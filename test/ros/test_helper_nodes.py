@@ -5,21 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 from std_msgs.msg import String
 
 from llava3d_ros.ros.malloc import tune_malloc
 from llava3d_ros.ros.node import SensorInputs
-
-
-@pytest.fixture
-def ctx():
-    import rclpy
-
-    c = rclpy.Context()
-    rclpy.init(context=c)
-    yield c
-    rclpy.shutdown(context=c)
 
 
 def test_sensor_loop_reports_a_failing_callback_and_goes_on(ctx):

@@ -22,16 +22,6 @@ class Recorder:
         self.log.append("release")
 
 
-@pytest.fixture
-def ctx():
-    import rclpy
-
-    c = rclpy.Context()
-    rclpy.init(context=c)
-    yield c
-    rclpy.shutdown(context=c)
-
-
 def test_transitions_load_create_destroy_and_free(ctx):
     log: list[str] = []
     node = Llava3dNode(engine_factory=lambda s: Recorder(log), context=ctx)
