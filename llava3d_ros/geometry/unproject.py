@@ -49,7 +49,7 @@ def as_pose(pose: np.ndarray, tol: float = 1e-2, reorthonormalize: bool = True) 
             f"pose rotation is not a rotation (|RRᵀ−I|={err:.3g}, det={np.linalg.det(r):.3g})"
         )
     out = t.copy()
-    if reorthonormalize:
+    if reorthonormalize and err > 1e-12:  # else orthonormal to rounding: the SVD changes nothing
         out[:3, :3] = orthonormalize(r)
     return out
 

@@ -83,18 +83,151 @@ def peek_stamp_ns(data: bytes) -> int | None:
     return sec * 1_000_000_000 + nanosec
 
 
+def _deserialize(data: bytes, msg_type: type, what: str):
+    try:
+        return deserialize_message(data, msg_type)
+    except Exception as exc:  # rclpy raises bare RuntimeError/TypeError for bad buffers
+        raise ConversionError(
+            f"cannot deserialise the {what}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def image_from_serialized(data: bytes) -> Image:
     """Deserialise a raw (CDR) sensor_msgs/Image; ``ConversionError`` if it is malformed."""
-    try:
-        return deserialize_message(data, Image)
-    except Exception as exc:  # rclpy raises bare RuntimeError/TypeError for bad buffers
-        raise ConversionError(f"cannot deserialise the image: {type(exc).__name__}: {exc}") from exc
+    return _deserialize(data, Image, "image")
+
+
+def camera_info_from_serialized(data: bytes) -> CameraInfo:
+    """Deserialise a raw (CDR) sensor_msgs/CameraInfo; ``ConversionError`` if it is malformed."""
+    return _deserialize(data, CameraInfo, "camera_info")
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """The fields of a sensor_msgs/Image that conversion reads; ``data`` may be a view."""
+
+    stamp_ns: int
+    frame_id: str
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: bool
+    step: int
+    data: bytes | memoryview
+
+    @classmethod
+    def from_msg(cls, msg: Image) -> ImageView:
+        return cls(
+            stamp_to_ns(msg.header.stamp),
+            msg.header.frame_id,
+            int(msg.height),
+            int(msg.width),
+            msg.encoding,
+            bool(msg.is_bigendian),
+            int(msg.step),
+            msg.data,
+        )
+
+
+class _CdrReader:
+    """Plain-CDR reads at an offset (alignment counted from the payload, after 4 bytes)."""
+
+    def __init__(self, data: bytes, order: str) -> None:
+        self.data, self.order, self.pos = data, order, 4
+
+    def _take(self, fmt: str, size: int):
+        self.pos = 4 + ((self.pos - 4 + size - 1) & ~(size - 1))
+        if self.pos + size > len(self.data):
+            raise ConversionError(f"serialized image of {len(self.data)} bytes is truncated")
+        (value,) = struct.unpack_from(self.order + fmt, self.data, self.pos)
+        self.pos += size
+        return value
+
+    def u8(self) -> int:
+        return self._take("B", 1)
+
+    def u32(self) -> int:
+        return self._take("I", 4)
+
+    def string(self) -> str:
+        n = self.u32()
+        end = self.pos + n
+        if n < 1 or end > len(self.data) or self.data[end - 1] != 0:
+            raise ConversionError("serialized image holds a malformed string")
+        try:
+            text = bytes(self.data[self.pos : end - 1]).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConversionError(f"serialized image holds a non-UTF-8 string: {exc}") from exc
+        self.pos = end
+        return text
+
+    def octets(self) -> memoryview:
+        n = self.u32()
+        if self.pos + n > len(self.data):
+            raise ConversionError(
+                f"serialized image of {len(self.data)} bytes cannot hold {n} bytes of pixels"
+            )
+        view = memoryview(self.data)[self.pos : self.pos + n]
+        self.pos += n
+        return view
+
+
+def image_view_from_serialized(data: bytes) -> ImageView:
+    """A raw (CDR) sensor_msgs/Image as an :class:`ImageView` over ``data`` (no pixel copy).
+
+    Read by hand like :func:`peek_stamp_ns`: rclpy's deserialisation copies the pixels into
+    a Python message and then again into the array (~1 ms for 640×480 RGB, per decoded
+    frame). Plain CDR only (what rmw_fastrtps sends); other encapsulations go through rclpy.
+    """
+    encapsulation = int.from_bytes(data[:2], "big") if len(data) >= 16 else None
+    if encapsulation not in (0x0000, 0x0001):
+        return ImageView.from_msg(image_from_serialized(data))
+    r = _CdrReader(data, _CDR_BYTE_ORDER[encapsulation])
+    sec, nanosec = struct.unpack_from(r.order + "iI", data, 4)
+    r.pos = 12
+    frame_id = r.string()
+    height, width = r.u32(), r.u32()
+    encoding = r.string()
+    is_bigendian = bool(r.u8())
+    step = r.u32()
+    pixels = r.octets()
+    return ImageView(
+        sec * 1_000_000_000 + nanosec, frame_id, height, width, encoding, is_bigendian, step, pixels
+    )
+
+
+def serialized_stamp_ns(data: bytes, msg_type: type = Image) -> int:
+    """Header stamp (ns) of a raw message that starts with a Header: peeked, else decoded."""
+    stamp = peek_stamp_ns(data)
+    if stamp is not None:
+        return stamp
+    return stamp_to_ns(_deserialize(data, msg_type, msg_type.__name__).header.stamp)
 
 
 def serialized_image_stamp_ns(data: bytes) -> int:
     """Header stamp (ns) of a raw Image: peeked when the encapsulation is known, else decoded."""
-    stamp = peek_stamp_ns(data)
-    return stamp if stamp is not None else stamp_to_ns(image_from_serialized(data).header.stamp)
+    return serialized_stamp_ns(data, Image)
+
+
+class SerializedCameraInfo:
+    """Raw CameraInfo → :class:`CameraModel`, decoded once per distinct calibration.
+
+    Camera info arrives with every frame but rarely changes: messages equal after their stamp
+    (frame_id, size, K, D, …) give the cached model without deserialising again.
+    """
+
+    def __init__(self) -> None:
+        self._key: bytes | None = None
+        self._model: CameraModel | None = None
+
+    def __call__(self, data: bytes | CameraInfo) -> CameraModel:
+        if not isinstance(data, bytes):
+            return camera_from_info(data)
+        key = bytes(data[:4]) + bytes(data[12:])  # encapsulation and all after the stamp
+        if key != self._key or self._model is None:
+            self._model = camera_from_info(camera_info_from_serialized(data))
+            self._key = key
+        return self._model
 
 
 # the widest pixel of a supported encoding (4 channels of float32), for the raw-bytes guard
@@ -110,14 +243,14 @@ def check_serialized_size(data: bytes, max_pixels: int) -> None:
         )
 
 
-def check_image_size(msg: Image, max_pixels: int) -> None:
+def check_image_size(msg: Image | ImageView, max_pixels: int) -> None:
     """``ConversionError`` when ``msg`` has more than ``max_pixels`` pixels (max_image_pixels)."""
     w, h = int(msg.width), int(msg.height)
     if w * h > max_pixels:
         raise ConversionError(f"image {w}x{h} has more pixels than max_image_pixels={max_pixels}")
 
 
-def image_to_array(msg: Image) -> np.ndarray:
+def image_to_array(msg: Image | ImageView) -> np.ndarray:
     """The pixels of an Image as (H, W) or (H, W, C) in the encoding's dtype, native byte order.
 
     Checks encoding, sizes, ``step`` (row padding allowed) and data length; honours
@@ -153,7 +286,7 @@ def image_to_array(msg: Image) -> np.ndarray:
     return out.astype(dtype.newbyteorder("="), copy=True)
 
 
-def color_from_image(msg: Image) -> np.ndarray:
+def color_from_image(msg: Image | ImageView) -> np.ndarray:
     """An (H, W, 3) uint8 RGB array from a colour Image (rgb8, bgr8, rgba8, bgra8, mono8)."""
     if msg.encoding not in COLOR_ENCODINGS:
         raise ConversionError(
@@ -167,7 +300,7 @@ def color_from_image(msg: Image) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, :3])
 
 
-def depth_from_image(msg: Image) -> np.ndarray:
+def depth_from_image(msg: Image | ImageView) -> np.ndarray:
     """An (H, W) float32 depth in metres, NaN where invalid (16UC1 = mm, 32FC1 = m, REP-118)."""
     if msg.encoding not in DEPTH_ENCODINGS:
         raise ConversionError(
@@ -231,11 +364,15 @@ def camera_from_info(msg: CameraInfo) -> CameraModel:
 
 def pose_to_matrix(pose: Pose) -> np.ndarray:
     """A 4×4 float64 rigid transform from a geometry_msgs/Pose (quaternion normalised)."""
+    p, q = pose.position, pose.orientation
+    return _rigid(
+        [float(p.x), float(p.y), float(p.z)], [float(q.x), float(q.y), float(q.z), float(q.w)]
+    )
+
+
+def _rigid(t: list[float], quat: list[float]) -> np.ndarray:
     # On Python floats: this runs for every pose message (30+ Hz), and scipy's Rotation costs
     # ~0.2 ms per call against a few µs here (same formula as Rotation.as_matrix).
-    p, q = pose.position, pose.orientation
-    t = [float(p.x), float(p.y), float(p.z)]
-    quat = [float(q.x), float(q.y), float(q.z), float(q.w)]
     if not all(map(math.isfinite, t + quat)):
         raise ConversionError(f"pose holds non-finite values: t={t} q={quat}")
     norm = math.sqrt(sum(c * c for c in quat))
@@ -257,6 +394,32 @@ def pose_to_matrix(pose: Pose) -> np.ndarray:
 def pose_stamped_to_matrix(msg: PoseStamped) -> tuple[int, str, np.ndarray]:
     """(stamp ns, frame_id, 4×4 camera-to-world) from a PoseStamped."""
     return stamp_to_ns(msg.header.stamp), msg.header.frame_id, pose_to_matrix(msg.pose)
+
+
+def pose_stamped_from_serialized(data: bytes) -> tuple[int, str, np.ndarray]:
+    """(stamp ns, frame_id, 4×4) from a raw (CDR) PoseStamped, read in place.
+
+    Written by hand, like :func:`peek_stamp_ns`: rclpy builds six Python objects per
+    PoseStamped (~0.25 ms a message, at 30+ Hz) where 64 bytes are read here. Plain CDR
+    only (what rmw_fastrtps sends); other encapsulations are deserialised by rclpy.
+    """
+    encapsulation = int.from_bytes(data[:2], "big") if len(data) >= 16 else None
+    if encapsulation not in (0x0000, 0x0001):
+        return pose_stamped_to_matrix(_deserialize(data, PoseStamped, "pose"))
+    order = _CDR_BYTE_ORDER[encapsulation]
+    # payload at 4: int32 sec, uint32 nanosec, uint32 string length (with its NUL), the
+    # string, then 7 float64 aligned to 8 in the payload (position xyz, orientation xyzw)
+    sec, nanosec, n = struct.unpack_from(order + "iII", data, 4)
+    end = 16 + n
+    start = 4 + ((end - 4 + 7) & ~7)
+    if n < 1 or start + 56 > len(data) or data[end - 1] != 0:
+        raise ConversionError(f"malformed PoseStamped of {len(data)} bytes")
+    try:
+        frame_id = bytes(data[16 : end - 1]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConversionError(f"PoseStamped frame_id is not UTF-8: {exc}") from exc
+    v = struct.unpack_from(order + "7d", data, start)
+    return sec * 1_000_000_000 + nanosec, frame_id, _rigid(list(v[:3]), list(v[3:]))
 
 
 def odometry_to_matrix(msg: Odometry) -> tuple[int, str, np.ndarray]:

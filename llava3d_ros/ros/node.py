@@ -89,9 +89,11 @@ VALIDATE_PERIOD_S = 1.0
 EngineFactory = Callable[[Settings], Any]
 
 
-def _decoded(image: bytes | Image) -> Image:
-    """The Image of a synced payload: raw subscriptions hand over serialized bytes."""
-    return convert.image_from_serialized(image) if isinstance(image, bytes) else image
+def _decoded(image: bytes | Image) -> convert.ImageView:
+    """The image of a synced payload: raw subscriptions hand over serialized bytes."""
+    if isinstance(image, bytes):
+        return convert.image_view_from_serialized(image)
+    return convert.ImageView.from_msg(image)
 
 
 def _default_engine_factory(s: Settings) -> Any:
@@ -361,6 +363,8 @@ class Llava3dNode(LifecycleNode):
             queue_size=max(s.sensor_queue_size, 2),
             use_depth_info=s.use_depth_camera_info,
         )
+        self._color_info = convert.SerializedCameraInfo()
+        self._depth_info = convert.SerializedCameraInfo()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS)
         self._diag_timer = self.create_timer(
             s.diagnostics_period_s, self._publish_diagnostics, MutuallyExclusiveCallbackGroup()
@@ -406,8 +410,10 @@ class Llava3dNode(LifecycleNode):
             ("depth/camera_info", CameraInfo, self._on_depth_info),
             pose,
         ):
-            # images raw: deserialising every 640×480 frame costs more than everything else here
-            raw = msg_type is Image
+            # Raw (serialized) where it pays: images are deserialised only for the frames kept
+            # (a 640×480 frame costs more than everything else here), camera_info once per
+            # calibration, PoseStamped read in place (convert.pose_stamped_from_serialized).
+            raw = msg_type in (Image, CameraInfo, PoseStamped)
             sensors.subscribe(name, msg_type, topic(name), callback, qos, raw=raw)
         self._queries = q = QueryInterfaces(self)
         q.node.create_subscription(
@@ -643,20 +649,25 @@ class Llava3dNode(LifecycleNode):
             return self._input_error(topic, str(exc))
         self._feed(lambda: add(stamp))
 
-    def _on_color_info(self, msg: CameraInfo) -> None:
-        self._rates["rgb/camera_info"].tick()
-        stamp = convert.stamp_to_ns(msg.header.stamp)
-        self._feed(lambda: self.sync.add_color_info(stamp, msg))
+    def _on_color_info(self, data: bytes) -> None:
+        self._on_info("rgb/camera_info", data, self.sync.add_color_info)
 
-    def _on_depth_info(self, msg: CameraInfo) -> None:
-        self._rates["depth/camera_info"].tick()
-        stamp = convert.stamp_to_ns(msg.header.stamp)
-        self._feed(lambda: self.sync.add_depth_info(stamp, msg))
+    def _on_depth_info(self, data: bytes) -> None:
+        self._on_info("depth/camera_info", data, self.sync.add_depth_info)
 
-    def _on_pose(self, msg: PoseStamped) -> None:
+    def _on_info(self, topic: str, data: bytes, add: Callable[[int, bytes], Any]) -> None:
+        """A raw CameraInfo: stamp peeked; decoded at ingest, once per calibration."""
+        self._rates[topic].tick()
+        try:
+            stamp = convert.serialized_stamp_ns(data, CameraInfo)
+        except convert.ConversionError as exc:
+            return self._input_error(topic, str(exc))
+        self._feed(lambda: add(stamp, data))
+
+    def _on_pose(self, data: bytes) -> None:
         self._rates["pose"].tick()
         try:
-            stamp, frame, mat = convert.pose_stamped_to_matrix(msg)
+            stamp, frame, mat = convert.pose_stamped_from_serialized(data)
         except convert.ConversionError as exc:
             self._input_error("pose", str(exc))
             return
@@ -736,7 +747,7 @@ class Llava3dNode(LifecycleNode):
         except convert.ConversionError as exc:
             return self._input_error("depth/image", str(exc))
         try:
-            cam = convert.camera_from_info(f.color_info)
+            cam = self._color_info(f.color_info)
         except convert.ConversionError as exc:
             return self._input_error("rgb/camera_info", str(exc))
         h, w = rgb.shape[:2]
@@ -748,10 +759,10 @@ class Llava3dNode(LifecycleNode):
         k_depth = self._depth_intrinsics(f, cam, depth.shape)
         if k_depth is None:
             return
-        if color.header.frame_id != depth_msg.header.frame_id:
+        if color.frame_id != depth_msg.frame_id:
             self._warnings["frames"] = (
-                f"colour frame {color.header.frame_id!r} and depth frame "
-                f"{depth_msg.header.frame_id!r} differ: depth is assumed registered to colour"
+                f"colour frame {color.frame_id!r} and depth frame "
+                f"{depth_msg.frame_id!r} differ: depth is assumed registered to colour"
             )
         if abs(f.pose_dt_ns) > 0:
             self._warnings["pose_dt"] = (
@@ -787,7 +798,7 @@ class Llava3dNode(LifecycleNode):
         dh, dw = shape
         if f.depth_info is not None:
             try:
-                dcam = convert.camera_from_info(f.depth_info)
+                dcam = self._depth_info(f.depth_info)
             except convert.ConversionError as exc:
                 self._input_error("depth/camera_info", str(exc))
                 return None

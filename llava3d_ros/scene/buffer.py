@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -141,11 +142,12 @@ class FrameBuffer:
         last = self._frames[next(reversed(self._frames))].frame
         if stamp_ns - last.stamp_ns >= self.max_interval_ns:
             return True
-        a, b = last.cam_to_world, cam_to_world
-        moved = np.linalg.norm(a[:3, 3] - b[:3, 3]) >= self.min_translation
-        rel = a[:3, :3].T @ b[:3, :3]
-        turned = np.arccos(np.clip((np.trace(rel) - 1) / 2, -1.0, 1.0)) >= self.min_rotation
-        return bool(moved or turned)
+        # on Python floats: this runs for every incoming frame, numpy's per-call cost dominates
+        a, b = last.cam_to_world[:3].tolist(), cam_to_world[:3].tolist()
+        moved = math.dist([r[3] for r in a], [r[3] for r in b]) >= self.min_translation
+        trace = sum(a[i][j] * b[i][j] for i in range(3) for j in range(3))  # trace(AᵀB)
+        turned = math.acos(min(max((trace - 1) / 2, -1.0), 1.0)) >= self.min_rotation
+        return moved or turned
 
     def prepare(self, frame: Frame) -> Keyframe:
         """Resize the colour image and compute camera-frame patch points (once per keyframe)."""

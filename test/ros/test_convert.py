@@ -279,3 +279,43 @@ def test_peek_stamp_unknown_encapsulation_and_truncation():
         convert.peek_stamp_ns(data[:11])
     with pytest.raises(ConversionError, match="cannot deserialise"):
         convert.image_from_serialized(data[:40])
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_raw_pose_stamped_reads_both_byte_orders(order: str):
+    import struct
+
+    # plain CDR by hand: stamp, frame_id "map" (4 bytes with NUL), pad to 8, 7 float64
+    payload = struct.pack(order + "iII", 7, 5, 4) + b"map\x00"
+    payload += b"\x00" * (-len(payload) % 8)
+    payload += struct.pack(order + "7d", 1.0, 2.0, 3.0, 0.0, 0.0, math.sqrt(0.5), math.sqrt(0.5))
+    data = (b"\x00\x01" if order == "<" else b"\x00\x00") + b"\x00\x00" + payload
+    stamp, frame, mat = convert.pose_stamped_from_serialized(data)
+    assert (stamp, frame) == (7_000_000_005, "map")
+    np.testing.assert_allclose(mat[:3, 3], [1, 2, 3])
+    np.testing.assert_allclose(mat[:3, :3], [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+    with pytest.raises(ConversionError, match="malformed PoseStamped"):
+        convert.pose_stamped_from_serialized(data[:-1])
+
+
+def test_serialized_camera_info_decoded_once_per_calibration(monkeypatch):
+    from rclpy.serialization import serialize_message
+
+    from llava3d_ros.ros.publish import camera_info
+
+    k = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    decoder = convert.SerializedCameraInfo()
+    calls = []
+    real = convert.camera_info_from_serialized
+    monkeypatch.setattr(
+        convert, "camera_info_from_serialized", lambda d: calls.append(1) or real(d)
+    )
+    first = decoder(serialize_message(camera_info(k, 640, 480, 1_000, "cam")))
+    again = decoder(serialize_message(camera_info(k, 640, 480, 2_000, "cam")))  # new stamp only
+    assert again is first and len(calls) == 1
+    k2 = k.copy()
+    k2[0, 0] = 510.0
+    changed = decoder(serialize_message(camera_info(k2, 640, 480, 3_000, "cam")))
+    assert len(calls) == 2 and changed.k[0, 0] == 510.0
+    with pytest.raises(ConversionError, match="cannot deserialise the camera_info"):
+        decoder(serialize_message(camera_info(k, 640, 480, 4_000, "cam"))[:30])
