@@ -8,16 +8,15 @@ OpenCV/ROS build deps on robots); everything downstream of this module works on 
 from __future__ import annotations
 
 import math
-import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Vector3
 from nav_msgs.msg import Odometry
-from rclpy.serialization import deserialize_message
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
@@ -28,6 +27,9 @@ from llava3d_ros.geometry.depth import MM_SCALE, decode_depth
 from llava3d_ros.geometry.errors import GeometryError
 from llava3d_ros.msg import Answer, Click, GroundedObject, Prompt
 from llava3d_ros.ros.request import PixelClick, PointClick, QueryRequest
+
+if TYPE_CHECKING:  # a duck-typed Image read in place (serialized.py imports this module)
+    from llava3d_ros.ros.serialized import ImageView
 
 
 class ConversionError(ValueError):
@@ -60,187 +62,6 @@ def ns_to_stamp(ns: int) -> Time:
     if ns < 0:
         raise ConversionError(f"a ROS time cannot be negative, got {ns} ns")
     return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
-
-
-# CDR encapsulation id (first 2 bytes, big-endian) → byte order of the payload: plain CDR
-# and plain XCDR2 both put a leading Header's stamp (int32 sec, uint32 nanosec) at offset 4.
-_CDR_BYTE_ORDER = {0x0000: ">", 0x0001: "<", 0x0006: ">", 0x0007: "<"}
-
-
-def peek_stamp_ns(data: bytes) -> int | None:
-    """Header stamp (ns) of a serialized message that starts with a std_msgs/Header, or None.
-
-    Reads 12 bytes instead of deserialising (a 640×480 image costs ~1 ms to deserialise);
-    None for an encapsulation this does not know (the caller then deserialises). Raises
-    ``ConversionError`` for data too short to hold a stamp.
-    """
-    if len(data) < 12:
-        raise ConversionError(f"serialized message of {len(data)} bytes is too short for a stamp")
-    order = _CDR_BYTE_ORDER.get(int.from_bytes(data[:2], "big"))
-    if order is None:
-        return None
-    sec, nanosec = struct.unpack_from(order + "iI", data, 4)
-    return sec * 1_000_000_000 + nanosec
-
-
-def _deserialize(data: bytes, msg_type: type, what: str):
-    try:
-        return deserialize_message(data, msg_type)
-    except Exception as exc:  # rclpy raises bare RuntimeError/TypeError for bad buffers
-        raise ConversionError(
-            f"cannot deserialise the {what}: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def image_from_serialized(data: bytes) -> Image:
-    """Deserialise a raw (CDR) sensor_msgs/Image; ``ConversionError`` if it is malformed."""
-    return _deserialize(data, Image, "image")
-
-
-def camera_info_from_serialized(data: bytes) -> CameraInfo:
-    """Deserialise a raw (CDR) sensor_msgs/CameraInfo; ``ConversionError`` if it is malformed."""
-    return _deserialize(data, CameraInfo, "camera_info")
-
-
-@dataclass(frozen=True)
-class ImageView:
-    """The fields of a sensor_msgs/Image that conversion reads; ``data`` may be a view."""
-
-    stamp_ns: int
-    frame_id: str
-    height: int
-    width: int
-    encoding: str
-    is_bigendian: bool
-    step: int
-    data: bytes | memoryview
-
-    @classmethod
-    def from_msg(cls, msg: Image) -> ImageView:
-        return cls(
-            stamp_to_ns(msg.header.stamp),
-            msg.header.frame_id,
-            int(msg.height),
-            int(msg.width),
-            msg.encoding,
-            bool(msg.is_bigendian),
-            int(msg.step),
-            msg.data,
-        )
-
-
-class _CdrReader:
-    """Plain-CDR reads at an offset (alignment counted from the payload, after 4 bytes)."""
-
-    def __init__(self, data: bytes, order: str) -> None:
-        self.data, self.order, self.pos = data, order, 4
-
-    def _take(self, fmt: str, size: int):
-        self.pos = 4 + ((self.pos - 4 + size - 1) & ~(size - 1))
-        if self.pos + size > len(self.data):
-            raise ConversionError(f"serialized image of {len(self.data)} bytes is truncated")
-        (value,) = struct.unpack_from(self.order + fmt, self.data, self.pos)
-        self.pos += size
-        return value
-
-    def u8(self) -> int:
-        return self._take("B", 1)
-
-    def u32(self) -> int:
-        return self._take("I", 4)
-
-    def string(self) -> str:
-        n = self.u32()
-        end = self.pos + n
-        if n < 1 or end > len(self.data) or self.data[end - 1] != 0:
-            raise ConversionError("serialized image holds a malformed string")
-        try:
-            text = bytes(self.data[self.pos : end - 1]).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConversionError(f"serialized image holds a non-UTF-8 string: {exc}") from exc
-        self.pos = end
-        return text
-
-    def octets(self) -> memoryview:
-        n = self.u32()
-        if self.pos + n > len(self.data):
-            raise ConversionError(
-                f"serialized image of {len(self.data)} bytes cannot hold {n} bytes of pixels"
-            )
-        view = memoryview(self.data)[self.pos : self.pos + n]
-        self.pos += n
-        return view
-
-
-def image_view_from_serialized(data: bytes) -> ImageView:
-    """A raw (CDR) sensor_msgs/Image as an :class:`ImageView` over ``data`` (no pixel copy).
-
-    Read by hand like :func:`peek_stamp_ns`: rclpy's deserialisation copies the pixels into
-    a Python message and then again into the array (~1 ms for 640×480 RGB, per decoded
-    frame). Plain CDR only (what rmw_fastrtps sends); other encapsulations go through rclpy.
-    """
-    encapsulation = int.from_bytes(data[:2], "big") if len(data) >= 16 else None
-    if encapsulation not in (0x0000, 0x0001):
-        return ImageView.from_msg(image_from_serialized(data))
-    r = _CdrReader(data, _CDR_BYTE_ORDER[encapsulation])
-    sec, nanosec = struct.unpack_from(r.order + "iI", data, 4)
-    r.pos = 12
-    frame_id = r.string()
-    height, width = r.u32(), r.u32()
-    encoding = r.string()
-    is_bigendian = bool(r.u8())
-    step = r.u32()
-    pixels = r.octets()
-    return ImageView(
-        sec * 1_000_000_000 + nanosec, frame_id, height, width, encoding, is_bigendian, step, pixels
-    )
-
-
-def serialized_stamp_ns(data: bytes, msg_type: type = Image) -> int:
-    """Header stamp (ns) of a raw message that starts with a Header: peeked, else decoded."""
-    stamp = peek_stamp_ns(data)
-    if stamp is not None:
-        return stamp
-    return stamp_to_ns(_deserialize(data, msg_type, msg_type.__name__).header.stamp)
-
-
-def serialized_image_stamp_ns(data: bytes) -> int:
-    """Header stamp (ns) of a raw Image: peeked when the encapsulation is known, else decoded."""
-    return serialized_stamp_ns(data, Image)
-
-
-class SerializedCameraInfo:
-    """Raw CameraInfo → :class:`CameraModel`, decoded once per distinct calibration.
-
-    Camera info arrives with every frame but rarely changes: messages equal after their stamp
-    (frame_id, size, K, D, …) give the cached model without deserialising again.
-    """
-
-    def __init__(self) -> None:
-        self._key: bytes | None = None
-        self._model: CameraModel | None = None
-
-    def __call__(self, data: bytes | CameraInfo) -> CameraModel:
-        if not isinstance(data, bytes):
-            return camera_from_info(data)
-        key = bytes(data[:4]) + bytes(data[12:])  # encapsulation and all after the stamp
-        if key != self._key or self._model is None:
-            self._model = camera_from_info(camera_info_from_serialized(data))
-            self._key = key
-        return self._model
-
-
-# the widest pixel of a supported encoding (4 channels of float32), for the raw-bytes guard
-_MAX_PIXEL_BYTES = 16
-
-
-def check_serialized_size(data: bytes, max_pixels: int) -> None:
-    """Refuse a raw Image too big to hold ``max_pixels`` of any supported encoding (cheap, early)."""
-    limit = max_pixels * _MAX_PIXEL_BYTES + 4096  # + header, encoding string, CDR padding
-    if len(data) > limit:
-        raise ConversionError(
-            f"image message of {len(data)} bytes exceeds what max_image_pixels={max_pixels} allows"
-        )
 
 
 def check_image_size(msg: Image | ImageView, max_pixels: int) -> None:
@@ -365,12 +186,13 @@ def camera_from_info(msg: CameraInfo) -> CameraModel:
 def pose_to_matrix(pose: Pose) -> np.ndarray:
     """A 4×4 float64 rigid transform from a geometry_msgs/Pose (quaternion normalised)."""
     p, q = pose.position, pose.orientation
-    return _rigid(
+    return rigid_from_quaternion(
         [float(p.x), float(p.y), float(p.z)], [float(q.x), float(q.y), float(q.z), float(q.w)]
     )
 
 
-def _rigid(t: list[float], quat: list[float]) -> np.ndarray:
+def rigid_from_quaternion(t: list[float], quat: list[float]) -> np.ndarray:
+    """A 4×4 from a translation and an (x, y, z, w) quaternion, normalised; finite or refused."""
     # On Python floats: this runs for every pose message (30+ Hz), and scipy's Rotation costs
     # ~0.2 ms per call against a few µs here (same formula as Rotation.as_matrix).
     if not all(map(math.isfinite, t + quat)):
@@ -394,32 +216,6 @@ def _rigid(t: list[float], quat: list[float]) -> np.ndarray:
 def pose_stamped_to_matrix(msg: PoseStamped) -> tuple[int, str, np.ndarray]:
     """(stamp ns, frame_id, 4×4 camera-to-world) from a PoseStamped."""
     return stamp_to_ns(msg.header.stamp), msg.header.frame_id, pose_to_matrix(msg.pose)
-
-
-def pose_stamped_from_serialized(data: bytes) -> tuple[int, str, np.ndarray]:
-    """(stamp ns, frame_id, 4×4) from a raw (CDR) PoseStamped, read in place.
-
-    Written by hand, like :func:`peek_stamp_ns`: rclpy builds six Python objects per
-    PoseStamped (~0.25 ms a message, at 30+ Hz) where 64 bytes are read here. Plain CDR
-    only (what rmw_fastrtps sends); other encapsulations are deserialised by rclpy.
-    """
-    encapsulation = int.from_bytes(data[:2], "big") if len(data) >= 16 else None
-    if encapsulation not in (0x0000, 0x0001):
-        return pose_stamped_to_matrix(_deserialize(data, PoseStamped, "pose"))
-    order = _CDR_BYTE_ORDER[encapsulation]
-    # payload at 4: int32 sec, uint32 nanosec, uint32 string length (with its NUL), the
-    # string, then 7 float64 aligned to 8 in the payload (position xyz, orientation xyzw)
-    sec, nanosec, n = struct.unpack_from(order + "iII", data, 4)
-    end = 16 + n
-    start = 4 + ((end - 4 + 7) & ~7)
-    if n < 1 or start + 56 > len(data) or data[end - 1] != 0:
-        raise ConversionError(f"malformed PoseStamped of {len(data)} bytes")
-    try:
-        frame_id = bytes(data[16 : end - 1]).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConversionError(f"PoseStamped frame_id is not UTF-8: {exc}") from exc
-    v = struct.unpack_from(order + "7d", data, start)
-    return sec * 1_000_000_000 + nanosec, frame_id, _rigid(list(v[:3]), list(v[3:]))
 
 
 def odometry_to_matrix(msg: Odometry) -> tuple[int, str, np.ndarray]:

@@ -61,7 +61,7 @@ from llava3d_ros.answer import AnswerResult, QueryError, ResultCode
 from llava3d_ros.geometry.boxes import BOX_EDGES, box_corners, project_points
 from llava3d_ros.geometry.errors import GeometryError
 from llava3d_ros.msg import Answer
-from llava3d_ros.ros import convert
+from llava3d_ros.ros import convert, serialized
 from llava3d_ros.ros.answering import AnswerDefaults, SceneAnswerer, validate
 from llava3d_ros.ros.diagnostics import Health, RateMeter, diagnostic_array
 from llava3d_ros.ros.malloc import tune_malloc
@@ -89,11 +89,11 @@ VALIDATE_PERIOD_S = 1.0
 EngineFactory = Callable[[Settings], Any]
 
 
-def _decoded(image: bytes | Image) -> convert.ImageView:
+def _decoded(image: bytes | Image) -> serialized.ImageView:
     """The image of a synced payload: raw subscriptions hand over serialized bytes."""
     if isinstance(image, bytes):
-        return convert.image_view_from_serialized(image)
-    return convert.ImageView.from_msg(image)
+        return serialized.image_view_from_serialized(image)
+    return serialized.ImageView.from_msg(image)
 
 
 def _default_engine_factory(s: Settings) -> Any:
@@ -363,8 +363,8 @@ class Llava3dNode(LifecycleNode):
             queue_size=max(s.sensor_queue_size, 2),
             use_depth_info=s.use_depth_camera_info,
         )
-        self._color_info = convert.SerializedCameraInfo()
-        self._depth_info = convert.SerializedCameraInfo()
+        self._color_info = serialized.SerializedCameraInfo()
+        self._depth_info = serialized.SerializedCameraInfo()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS)
         self._diag_timer = self.create_timer(
             s.diagnostics_period_s, self._publish_diagnostics, MutuallyExclusiveCallbackGroup()
@@ -412,7 +412,7 @@ class Llava3dNode(LifecycleNode):
         ):
             # Raw (serialized) where it pays: images are deserialised only for the frames kept
             # (a 640×480 frame costs more than everything else here), camera_info once per
-            # calibration, PoseStamped read in place (convert.pose_stamped_from_serialized).
+            # calibration, PoseStamped read in place (ros/serialized.py).
             raw = msg_type in (Image, CameraInfo, PoseStamped)
             sensors.subscribe(name, msg_type, topic(name), callback, qos, raw=raw)
         self._queries = q = QueryInterfaces(self)
@@ -643,8 +643,8 @@ class Llava3dNode(LifecycleNode):
         """A raw (serialized) image: stamp peeked, size bounded, handed to the synchroniser."""
         self._rates[topic].tick()
         try:
-            stamp = convert.serialized_image_stamp_ns(data)
-            convert.check_serialized_size(data, self.settings.max_image_pixels)
+            stamp = serialized.serialized_stamp_ns(data, Image)
+            serialized.check_serialized_size(data, self.settings.max_image_pixels)
         except convert.ConversionError as exc:
             return self._input_error(topic, str(exc))
         self._feed(lambda: add(stamp))
@@ -659,7 +659,7 @@ class Llava3dNode(LifecycleNode):
         """A raw CameraInfo: stamp peeked; decoded at ingest, once per calibration."""
         self._rates[topic].tick()
         try:
-            stamp = convert.serialized_stamp_ns(data, CameraInfo)
+            stamp = serialized.serialized_stamp_ns(data, CameraInfo)
         except convert.ConversionError as exc:
             return self._input_error(topic, str(exc))
         self._feed(lambda: add(stamp, data))
@@ -667,7 +667,7 @@ class Llava3dNode(LifecycleNode):
     def _on_pose(self, data: bytes) -> None:
         self._rates["pose"].tick()
         try:
-            stamp, frame, mat = convert.pose_stamped_from_serialized(data)
+            stamp, frame, mat = serialized.pose_stamped_from_serialized(data)
         except convert.ConversionError as exc:
             self._input_error("pose", str(exc))
             return

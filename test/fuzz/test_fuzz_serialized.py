@@ -8,13 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rclpy.serialization import serialize_message
 
-from llava3d_ros.ros.convert import (
-    ConversionError,
-    image_to_array,
-    image_view_from_serialized,
-    pose_stamped_from_serialized,
-    pose_stamped_to_matrix,
-)
+from llava3d_ros.ros.convert import ConversionError, image_to_array, pose_stamped_to_matrix
+from llava3d_ros.ros.serialized import image_view_from_serialized, pose_stamped_from_serialized
 
 from .profile import check_rejection, count, fuzz
 from .test_fuzz_images import headers_and_data
