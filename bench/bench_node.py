@@ -9,7 +9,8 @@
    one taking them as raw bytes (raw=True, as the node does), and that one again with the
    node's malloc settings (ros/malloc.py). CPU = the child process's user+system time over
    the publishing window. Each row also gives the rate the publisher
-   achieved and what the subscriber got (a starved publisher would under-report CPU).
+   achieved and what the subscriber got (a starved publisher would under-report CPU), and the
+   node's CPU is split by thread (sensor wait loop, ingest, Fast DDS shared-memory receive).
 
 Run: .venv/bin/python bench/bench_node.py [--seconds 10] [--calls 200] [--part rtt|cpu]
 """
@@ -114,6 +115,21 @@ def serve_bare(kind: str, report: str | None) -> int:
         if report:
             Path(report).write_text(json.dumps({"rgb_received": received[0]}))
     return 0
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds per native thread name (llava3d threads name themselves, ros/threads.py)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        name = "dds.shm" if name.startswith("dds.shm") else name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -300,7 +316,7 @@ def main() -> int:
 
     # 2. ingest CPU at 30 Hz
     if args.part in ("all", "cpu"):
-        cpu, sent, got = {}, {}, {}
+        cpu, sent, got, threads = {}, {}, {}, {}
         tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
         roles = ("subscriber", "subscriber_raw", "subscriber_raw_tuned", "node", "node_cv")
         for role in roles:
@@ -313,6 +329,7 @@ def main() -> int:
                 time.sleep(2.0)  # let start-up CPU settle
                 diagnostics.values.clear()
                 c0, t0 = cpu_seconds(p.pid), time.monotonic()
+                threads0 = thread_cpu_seconds(p.pid) if is_node else {}
                 n = int(args.seconds * 30)
                 stamp0 = 10_000_000_000
                 for i in range(n):
@@ -321,6 +338,11 @@ def main() -> int:
                     prebuilt.publish(i, stamp0 + i * 33_333_333, 0.01 * i)
                 wall = time.monotonic() - t0
                 cpu[role] = (cpu_seconds(p.pid) - c0) / wall
+                if is_node:
+                    threads[role] = {
+                        k: (v - threads0.get(k, 0.0)) / wall
+                        for k, v in thread_cpu_seconds(p.pid).items()
+                    }
                 sent[role] = n / wall
                 if is_node:  # frames matched by the node (all four inputs arrived)
                     time.sleep(1.5)  # the next /diagnostics (1 s period)
@@ -347,6 +369,17 @@ def main() -> int:
                     f"{labels[role]}: 30 Hz 640x480 RGB-D",
                     f"{cpu[role] * 100:.1f} % of a core",
                     f"sent {sent[role]:.1f} Hz, got {got[role]:.1f} Hz  {goal}".rstrip(),
+                )
+            )
+        for role in ("node", "node_cv"):
+            named = ("llava3d-sensors", "llava3d-ingest", "dds.shm")
+            parts = [f"{n} {threads[role].get(n, 0.0) * 100:.1f}" for n in named]
+            other = sum(v for k, v in threads[role].items() if k not in named)
+            rows.append(
+                (
+                    f"  {role} per thread (% of a core)",
+                    "",
+                    ", ".join(parts) + f", other {other * 100:.1f}",
                 )
             )
         for base in ("subscriber", "subscriber_raw", "subscriber_raw_tuned"):

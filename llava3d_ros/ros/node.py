@@ -70,6 +70,7 @@ from llava3d_ros.ros.queries import Job, QueryQueue
 from llava3d_ros.ros.rate_limit import ClientRateLimiter
 from llava3d_ros.ros.request import PointClick, QueryRequest
 from llava3d_ros.ros.sync import FrameSynchronizer, SyncedFrame
+from llava3d_ros.ros.threads import named_thread
 from llava3d_ros.scene.buffer import FrameBuffer, FrameOrderError
 from llava3d_ros.scene.frame import Frame
 from llava3d_ros.srv import Query
@@ -139,7 +140,7 @@ class QueryInterfaces:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._spin, name="llava3d-queries", daemon=True)
+        self._thread = named_thread(self._spin, "llava3d-queries")
         self._thread.start()
 
     def _spin(self) -> None:
@@ -200,7 +201,7 @@ class SensorInputs:
         self._subs.append((name, sub))
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="llava3d-sensors", daemon=True)
+        self._thread = named_thread(self._run, "llava3d-sensors")
         self._thread.start()
 
     def close(self) -> None:
@@ -438,9 +439,7 @@ class Llava3dNode(LifecycleNode):
             feedback_pub_qos_profile=FEEDBACK_QOS,
         )
         self._active = True
-        self._ingest_thread = threading.Thread(
-            target=self._ingest_loop, name="llava3d-ingest", daemon=True
-        )
+        self._ingest_thread = named_thread(self._ingest_loop, "llava3d-ingest")
         self._ingest_thread.start()
         sensors.start()
         q.start()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from llava3d_ros.answer import AnswerResult, ResultCode
 from llava3d_ros.ros.request import QueryRequest
+from llava3d_ros.ros.threads import named_thread
 
 StageCallback = Callable[[str], None]
 TokenCallback = Callable[[str, int], None]
@@ -64,7 +65,7 @@ class QueryQueue:
         self.completed = 0
         self.rejected = 0
         self.last_latency_s = 0.0
-        self._worker = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._worker = named_thread(self._loop, name)
         self._worker.start()
 
     @property
