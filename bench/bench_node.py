@@ -117,24 +117,28 @@ def serve_bare(kind: str, report: str | None) -> int:
     return 0
 
 
-def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds per native thread name (llava3d threads name themselves, ros/threads.py)."""
-    out: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended
-            continue
-        name = "dds.shm" if name.startswith("dds.shm") else name
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
+def _stat_cpu_seconds(stat: Path) -> float:
+    """user + system time of a /proc/.../stat file."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds per native thread name (llava3d threads name themselves, ros/threads.py)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            seconds = _stat_cpu_seconds(task / "stat")
+        except OSError:  # the thread ended
+            continue
+        name = "dds.shm" if name.startswith("dds.shm") else name
+        out[name] = out.get(name, 0.0) + seconds
+    return out
 
 
 def start(role: str, env: dict, report: Path | None = None) -> subprocess.Popen:

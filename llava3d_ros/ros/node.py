@@ -90,13 +90,6 @@ VALIDATE_PERIOD_S = 1.0
 EngineFactory = Callable[[Settings], Any]
 
 
-def _decoded(image: bytes | Image) -> serialized.ImageView:
-    """The image of a synced payload: raw subscriptions hand over serialized bytes."""
-    if isinstance(image, bytes):
-        return serialized.image_view_from_serialized(image)
-    return serialized.ImageView.from_msg(image)
-
-
 def _default_engine_factory(s: Settings) -> Any:
     from llava3d_ros.ros.model_loading import load_engine  # torch import only when configuring
 
@@ -633,32 +626,29 @@ class Llava3dNode(LifecycleNode):
                 self._ingest_cv.notify_all()
 
     def _on_color(self, data: bytes) -> None:
-        self._on_image("rgb/image", data, lambda stamp: self.sync.add_color(stamp, data))
+        self._on_raw("rgb/image", Image, data, self.sync.add_color)
 
     def _on_depth(self, data: bytes) -> None:
-        self._on_image("depth/image", data, lambda stamp: self.sync.add_depth(stamp, data))
-
-    def _on_image(self, topic: str, data: bytes, add: Callable[[int], Any]) -> None:
-        """A raw (serialized) image: stamp peeked, size bounded, handed to the synchroniser."""
-        self._rates[topic].tick()
-        try:
-            stamp = serialized.serialized_stamp_ns(data, Image)
-            serialized.check_serialized_size(data, self.settings.max_image_pixels)
-        except convert.ConversionError as exc:
-            return self._input_error(topic, str(exc))
-        self._feed(lambda: add(stamp))
+        self._on_raw("depth/image", Image, data, self.sync.add_depth)
 
     def _on_color_info(self, data: bytes) -> None:
-        self._on_info("rgb/camera_info", data, self.sync.add_color_info)
+        self._on_raw("rgb/camera_info", CameraInfo, data, self.sync.add_color_info)
 
     def _on_depth_info(self, data: bytes) -> None:
-        self._on_info("depth/camera_info", data, self.sync.add_depth_info)
+        self._on_raw("depth/camera_info", CameraInfo, data, self.sync.add_depth_info)
 
-    def _on_info(self, topic: str, data: bytes, add: Callable[[int, bytes], Any]) -> None:
-        """A raw CameraInfo: stamp peeked; decoded at ingest, once per calibration."""
+    def _on_raw(
+        self, topic: str, msg_type: type, data: bytes, add: Callable[[int, bytes], Any]
+    ) -> None:
+        """A raw image or camera_info: stamp peeked, an image's size bounded, then synchronised.
+
+        Decoding waits for ingest, and only for the frames worth it (``_worth_decoding``).
+        """
         self._rates[topic].tick()
         try:
-            stamp = serialized.serialized_stamp_ns(data, CameraInfo)
+            stamp = serialized.serialized_stamp_ns(data, msg_type)
+            if msg_type is Image:
+                serialized.check_serialized_size(data, self.settings.max_image_pixels)
         except convert.ConversionError as exc:
             return self._input_error(topic, str(exc))
         self._feed(lambda: add(stamp, data))
@@ -734,13 +724,13 @@ class Llava3dNode(LifecycleNode):
             return
         limit = self.settings.max_image_pixels
         try:
-            color = _decoded(f.color)
+            color = serialized.image_view_from_serialized(f.color)
             convert.check_image_size(color, limit)
             rgb = convert.color_from_image(color)
         except convert.ConversionError as exc:
             return self._input_error("rgb/image", str(exc))
         try:
-            depth_msg = _decoded(f.depth)
+            depth_msg = serialized.image_view_from_serialized(f.depth)
             convert.check_image_size(depth_msg, limit)
             depth = convert.depth_from_image(depth_msg)
         except convert.ConversionError as exc:

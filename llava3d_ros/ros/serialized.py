@@ -207,9 +207,7 @@ class SerializedCameraInfo:
         self._key: bytes | None = None
         self._model: CameraModel | None = None
 
-    def __call__(self, data: bytes | CameraInfo) -> CameraModel:
-        if not isinstance(data, bytes):
-            return camera_from_info(data)
+    def __call__(self, data: bytes) -> CameraModel:
         key = bytes(data[:4]) + bytes(data[12:])  # encapsulation and all after the stamp
         if key != self._key or self._model is None:
             self._model = camera_from_info(deserialize(data, CameraInfo, "camera_info"))

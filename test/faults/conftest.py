@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,33 +46,47 @@ class Diagnostics:
             )
 
 
-@pytest.fixture(scope="module")
-def rig(node_factory, ros_context, request) -> Iterator[dict]:  # noqa: F811
-    """A node (tiny random model, 8 tokens, fast diagnostics) + client + publisher + diagnostics."""
+@contextlib.contextmanager
+def node_rig(
+    start_node, context, *ros_params: str, name: str, args: tuple[str, ...] = ()
+) -> Iterator[dict]:  # noqa: ANN001 - the node_factory and ros_context fixtures' values
+    """A node process + in-process client + frame publisher + /diagnostics reader."""
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
 
     from llava3d_ros.ros.client import Llava3dClient
     from llava3d_ros.ros.publish import FramePublisher
 
-    node = node_factory(
-        "max_new_tokens:=8", "diagnostics_period_s:=0.2", "max_pending_queries:=4", name="llava3d"
-    )
-    client = Llava3dClient("/llava3d", ros_context)
+    node = start_node(*ros_params, name=name, args=args)
+    client = Llava3dClient("/llava3d", context)
     try:
         client.wait_for_node(60.0)
     except Exception:
         pytest.fail(f"node did not come up:\n{node.output()[-4000:]}")
-    side = rclpy.create_node("fault_rig", context=ros_context)
+    side = rclpy.create_node(f"{name.replace('-', '_')}_rig", context=context)
     pub = FramePublisher(side)
     diag = Diagnostics(side)
-    from rclpy.executors import SingleThreadedExecutor
-
-    ex = SingleThreadedExecutor(context=ros_context)
+    ex = SingleThreadedExecutor(context=context)
     ex.add_node(side)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
-    assert pub.wait_for_subscribers(20.0), "the node never subscribed to its inputs"
-    yield {"node": node, "client": client, "pub": pub, "diag": diag, "side": side}
-    ex.shutdown(timeout_sec=2.0)
-    side.destroy_node()
-    client.close()
+    threading.Thread(target=ex.spin, daemon=True).start()
+    try:
+        assert pub.wait_for_subscribers(20.0), "the node never subscribed to its inputs"
+        yield {"node": node, "client": client, "pub": pub, "diag": diag, "side": side}
+    finally:
+        ex.shutdown(timeout_sec=2.0)
+        side.destroy_node()
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def rig(node_factory, ros_context, request) -> Iterator[dict]:  # noqa: F811
+    """A node (tiny random model, 8 tokens, fast diagnostics) + client + publisher + diagnostics."""
+    with node_rig(
+        node_factory,
+        ros_context,
+        "max_new_tokens:=8",
+        "diagnostics_period_s:=0.2",
+        "max_pending_queries:=4",
+        name="llava3d",
+    ) as r:
+        yield r

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llava3d_ros.msg import Answer
-from llava3d_ros.ros.client import Llava3dClient, make_prompt
+from llava3d_ros.ros.client import make_prompt
 
-from .conftest import Diagnostics, harness, plane_frame
+from .conftest import harness, node_rig, plane_frame
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 SECOND = 1_000_000_000
@@ -19,32 +18,16 @@ SECOND = 1_000_000_000
 
 @pytest.fixture(scope="module")
 def rig(node_factory, ros_context):
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    from llava3d_ros.ros.publish import FramePublisher
-
-    node = node_factory(
+    with node_rig(
+        node_factory,
+        ros_context,
         "max_new_tokens:=4",
         "num_views:=8",
         "diagnostics_period_s:=0.2",
         name="llava3d-oom",
         args=(str(Path(__file__).with_name("oom_node.py")), "--autostart"),
-    )
-    client = Llava3dClient("/llava3d", ros_context)
-    side = rclpy.create_node("oom_rig", context=ros_context)
-    ex = SingleThreadedExecutor(context=ros_context)
-    try:
-        client.wait_for_node(60.0)
-        pub, diag = FramePublisher(side), Diagnostics(side)
-        ex.add_node(side)
-        threading.Thread(target=ex.spin, daemon=True).start()
-        assert pub.wait_for_subscribers(20.0)
-        yield node, client, pub, diag
-    finally:
-        ex.shutdown(timeout_sec=2.0)
-        side.destroy_node()
-        client.close()
+    ) as r:
+        yield r["node"], r["client"], r["pub"], r["diag"]
 
 
 def test_out_of_memory_retries_with_fewer_views_then_recovers(rig, request):
