@@ -8,13 +8,15 @@ import json
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import rclpy
 from rclpy.action import ActionClient
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.qos import QoSProfile
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from unique_identifier_msgs.msg import UUID
 
 from llava3d_ros.action import Ask
 from llava3d_ros.answer import ResultCode
@@ -60,14 +62,30 @@ def make_prompt(
 
 
 class Llava3dClient:
-    """Owns a node spinning on a background thread; calls block until the answer or a timeout."""
+    """Owns a node spinning on a background thread; calls block until the answer or a timeout.
+
+    Feedback of ``~/ask`` comes through a subscription of this client's own, not through
+    rclpy's ActionClient: that one forgets a goal's feedback callback as soon as the result is
+    handled, so feedback still queued behind the result (a short answer on a loaded machine)
+    was dropped. Here a goal's callback stays registered for ``FEEDBACK_GRACE_S`` after its
+    result, since feedback and result travel on different topics and may arrive in any order.
+    """
+
+    FEEDBACK_GRACE_S = 10.0
 
     def __init__(self, node_name: str = "/llava3d", context: rclpy.Context | None = None) -> None:
         self.context = context
         self.node = rclpy.create_node(f"llava3d_client_{id(self):x}", context=context)
         self._query = self.node.create_client(Query, f"{node_name}/query")
-        self._ask = ActionClient(
-            self.node, Ask, f"{node_name}/ask", feedback_sub_qos_profile=QoSProfile(depth=1000)
+        self._ask = ActionClient(self.node, Ask, f"{node_name}/ask")
+        self._feedback_lock = threading.Lock()
+        # goal uuid → (callback, monotonic time of its result or None while running)
+        self._feedback: dict[bytes, tuple[Callable[[Any], None], float | None]] = {}
+        self._feedback_sub = self.node.create_subscription(
+            Ask.Impl.FeedbackMessage,
+            f"{node_name}/ask/_action/feedback",
+            self._on_feedback,
+            QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE),
         )
         self._executor = SingleThreadedExecutor(context=context)
         self._executor.add_node(self.node)
@@ -90,6 +108,24 @@ class Llava3dClient:
             raise ClientError(f"service {self._query.srv_name} not available after {timeout} s")
         if not self._ask.wait_for_server(timeout_sec=max(1.0, timeout)):
             raise ClientError("action server not available")
+
+    def _on_feedback(self, msg: Any) -> None:
+        with self._feedback_lock:
+            entry = self._feedback.get(bytes(msg.goal_id.uuid))
+        if entry is not None:
+            entry[0](msg)
+
+    def _watch_feedback(self, goal_id: bytes, callback: Callable[[Any], None] | None) -> None:
+        """Register (callback) or mark finished (None) a goal's feedback; forget old ones."""
+        now = time.monotonic()
+        with self._feedback_lock:
+            if callback is not None:
+                self._feedback[goal_id] = (callback, None)
+            elif goal_id in self._feedback:
+                self._feedback[goal_id] = (self._feedback[goal_id][0], now)
+            for key, (_, done) in list(self._feedback.items()):
+                if done is not None and now - done > self.FEEDBACK_GRACE_S:
+                    del self._feedback[key]
 
     @staticmethod
     def _wait(future: Any, timeout: float, what: str) -> Any:
@@ -132,13 +168,20 @@ class Llava3dClient:
                 canceled.set()
                 handle_box[0].cancel_goal_async()
 
-        handle = self._wait(
-            self._ask.send_goal_async(Ask.Goal(prompt=prompt), feedback), timeout, "goal response"
-        )
-        if not handle.accepted:
-            raise ClientError("goal rejected")
-        handle_box.append(handle)
-        result = self._wait(handle.get_result_async(), timeout, "action result")
+        goal_id = UUID(uuid=list(uuid.uuid4().bytes))
+        self._watch_feedback(bytes(goal_id.uuid), feedback)
+        try:
+            handle = self._wait(
+                self._ask.send_goal_async(Ask.Goal(prompt=prompt), goal_uuid=goal_id),
+                timeout,
+                "goal response",
+            )
+            if not handle.accepted:
+                raise ClientError("goal rejected")
+            handle_box.append(handle)
+            result = self._wait(handle.get_result_async(), timeout, "action result")
+        finally:
+            self._watch_feedback(bytes(goal_id.uuid), None)
         return result.result.answer, result.status
 
 
