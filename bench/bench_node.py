@@ -11,6 +11,9 @@
    the publishing window. Each row also gives the rate the publisher
    achieved and what the subscriber got (a starved publisher would under-report CPU), and the
    node's CPU is split by thread (sensor wait loop, ingest, Fast DDS shared-memory receive).
+   The node runs with its defaults (images taken at ingest_rate_hz = 5, the newest each
+   time), with the Jetson preset's resize, and taking every frame (ingest_rate_hz = 0); the
+   keyframes each kept say what the scene got out of it.
 
 Run: .venv/bin/python bench/bench_node.py [--seconds 10] [--calls 200] [--part rtt|cpu]
 """
@@ -58,23 +61,22 @@ class InstantEngine:
         pass
 
 
-def serve_node(threads: str, resample: str = "pillow") -> int:
+# node roles: the parameters each runs with, beyond publish_debug_image:=false
+NODE_ROLES = {
+    "node": (),
+    "node1": ("torch_threads:=1",),
+    "node_cv": ("image_resample:=opencv",),
+    "node_all": ("ingest_rate_hz:=0.0",),
+}
+
+
+def serve_node(params: tuple[str, ...]) -> int:
     from llava3d_ros.ros.node import main
 
-    return main(
-        [
-            "llava3d_node",
-            "--autostart",
-            "--ros-args",
-            "-p",
-            "publish_debug_image:=false",
-            "-p",
-            f"torch_threads:={threads}",
-            "-p",
-            f"image_resample:={resample}",
-        ],
-        engine_factory=InstantEngine,
-    )
+    args = ["llava3d_node", "--autostart", "--ros-args", "-p", "publish_debug_image:=false"]
+    for p in params:
+        args += ["-p", p]
+    return main(args, engine_factory=InstantEngine)
 
 
 def serve_bare(kind: str, report: str | None) -> int:
@@ -240,9 +242,7 @@ class DiagnosticsReader:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     roles = [
-        "node",
-        "node1",
-        "node_cv",
+        *NODE_ROLES,
         "service",
         "subscriber",
         "subscriber_raw",
@@ -254,11 +254,8 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--part", choices=["all", "rtt", "cpu"], default="all")
     args = ap.parse_args()
-    if args.serve in ("node", "node1", "node_cv"):
-        return serve_node(
-            "1" if args.serve == "node1" else "0",
-            "opencv" if args.serve == "node_cv" else "pillow",
-        )
+    if args.serve in NODE_ROLES:
+        return serve_node(NODE_ROLES[args.serve])
     if args.serve:
         return serve_bare(args.serve, args.report)
 
@@ -320,9 +317,16 @@ def main() -> int:
 
     # 2. ingest CPU at 30 Hz
     if args.part in ("all", "cpu"):
-        cpu, sent, got, threads = {}, {}, {}, {}
+        cpu, sent, got, threads, keyframes = {}, {}, {}, {}, {}
         tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
-        roles = ("subscriber", "subscriber_raw", "subscriber_raw_tuned", "node", "node_cv")
+        roles = (
+            "subscriber",
+            "subscriber_raw",
+            "subscriber_raw_tuned",
+            "node",
+            "node_cv",
+            "node_all",
+        )
         for role in roles:
             report = tmp / f"{role}.json"
             p = start(role, env, report)
@@ -351,6 +355,7 @@ def main() -> int:
                 if is_node:  # frames matched by the node (all four inputs arrived)
                     time.sleep(1.5)  # the next /diagnostics (1 s period)
                     got[role] = int(diagnostics.values.get("frames_synced", 0)) / wall
+                    keyframes[role] = int(diagnostics.values.get("keyframes", 0))
             finally:
                 stop(p)
             if not is_node:  # written as it exits
@@ -363,8 +368,9 @@ def main() -> int:
             "subscriber": "bare subscriber, deserialising (baseline)",
             "subscriber_raw": "bare subscriber, raw images (baseline)",
             "subscriber_raw_tuned": "bare subscriber, raw images, node's malloc settings",
-            "node": "llava3d node, defaults",
+            "node": "llava3d node, defaults (ingest_rate_hz 5)",
             "node_cv": "  same, image_resample:=opencv (the Jetson preset)",
+            "node_all": "  same, ingest_rate_hz:=0 (every frame taken)",
         }
         for role in roles:
             goal = "goal < 10 %" if role.startswith("node") else ""
@@ -372,10 +378,14 @@ def main() -> int:
                 (
                     f"{labels[role]}: 30 Hz 640x480 RGB-D",
                     f"{cpu[role] * 100:.1f} % of a core",
-                    f"sent {sent[role]:.1f} Hz, got {got[role]:.1f} Hz  {goal}".rstrip(),
+                    f"sent {sent[role]:.1f} Hz, "
+                    + ("synced" if role.startswith("node") else "received")
+                    + f" {got[role]:.1f} Hz"
+                    + (f", {keyframes[role]} keyframes" if role in keyframes else "")
+                    + f"  {goal}".rstrip(),
                 )
             )
-        for role in ("node", "node_cv"):
+        for role in ("node", "node_cv", "node_all"):
             named = ("llava3d-sensors", "llava3d-ingest", "dds.shm")
             parts = [f"{n} {threads[role].get(n, 0.0) * 100:.1f}" for n in named]
             other = sum(v for k, v in threads[role].items() if k not in named)

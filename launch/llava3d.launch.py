@@ -39,6 +39,7 @@ PARAM_ARGS = {
     "max_pending_queries": ("max_pending_queries", int, "queries waiting before BUSY"),
     "axis_align": ("axis_align", bool, "estimate a floor-aligned frame"),
     "sensor_qos": ("sensor_qos", str, "sensor_data or reliable"),
+    "ingest_rate_hz": ("ingest_rate_hz", float, "images taken per second; 0 = every frame"),
 }
 # launch argument -> the node's relative input topic it remaps
 REMAP_ARGS = {

@@ -30,6 +30,22 @@ class RateMeter:
             self.count += 1
             self._trim(now)
 
+    def untaken(self, n: int, now: float | None = None) -> None:
+        """Count ``n`` messages that arrived since the last tick but were never taken.
+
+        Their arrival times are unknown; they are spread evenly between the last tick and now,
+        which is what a steady stream would have shown.
+        """
+        if n <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            start = self._times[-1] if self._times else now - self.window_s
+            step = (now - start) / (n + 1)
+            self._times.extend(start + step * (i + 1) for i in range(n))
+            self.count += n
+            self._trim(now)
+
     def _trim(self, now: float) -> None:
         while self._times and now - self._times[0] > self.window_s:
             self._times.popleft()
@@ -55,6 +71,7 @@ class Health:
     frames_synced: int = 0
     sync_waiting: dict[str, int] = field(default_factory=dict)  # unmatched, per stream
     ingest_queue: int = 0  # synced frames not yet decoded into the scene
+    images_not_taken: int = 0  # left in DDS by the ingest_rate_hz gate (counted, not received)
     pose_failures: int = 0
     warnings: list[str] = field(default_factory=list)
     keyframes: int = 0
@@ -100,6 +117,7 @@ def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArra
     inputs.values += [_kv("frames_synced", h.frames_synced), _kv("pose_failures", h.pose_failures)]
     inputs.values += [_kv(f"sync_waiting.{k}", v) for k, v in sorted(h.sync_waiting.items())]
     inputs.values += [_kv("ingest_queue", h.ingest_queue)]
+    inputs.values += [_kv("images_not_taken", h.images_not_taken)]
     inputs.values += [_kv(f"warning.{i}", w) for i, w in enumerate(h.warnings)]
     problems = list(h.warnings) + [f"{k}: {v}" for k, v in sorted(h.input_errors.items())]
     if problems:

@@ -36,14 +36,9 @@ from rclpy.exceptions import InvalidHandle
 from rclpy.executors import (
     ExternalShutdownException,
     MultiThreadedExecutor,
-    ShutdownException,
-    SingleThreadedExecutor,
 )
-from rclpy.guard_condition import GuardCondition
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -52,7 +47,6 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.task import Future
-from rclpy.waitable import NumberOfEntities
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
@@ -64,6 +58,8 @@ from llava3d_ros.msg import Answer
 from llava3d_ros.ros import convert, serialized
 from llava3d_ros.ros.answering import AnswerDefaults, SceneAnswerer, validate
 from llava3d_ros.ros.diagnostics import Health, RateMeter, diagnostic_array
+from llava3d_ros.ros.helper_nodes import QueryInterfaces, SensorInputs
+from llava3d_ros.ros.ingest_gate import IngestGate
 from llava3d_ros.ros.malloc import tune_malloc
 from llava3d_ros.ros.params import PARAMS, Settings, descriptor
 from llava3d_ros.ros.queries import Job, QueryQueue
@@ -96,181 +92,6 @@ def _default_engine_factory(s: Settings) -> Any:
     return load_engine(s)
 
 
-def helper_node(owner: Node, suffix: str) -> Node:
-    """A minimal node ``<owner>_<suffix>`` beside ``owner`` (no parameter or type services).
-
-    It ignores the process's remapping arguments: give it names already resolved by the owner
-    (``owner.resolve_topic_name``), so namespaces and remappings (global or targeted at the
-    owner) apply as they would on the owner, and no rule applies twice.
-    """
-    return Node(
-        f"{owner.get_name()}_{suffix}",
-        namespace=owner.get_namespace(),
-        context=owner.context,
-        use_global_arguments=False,
-        start_parameter_services=False,
-        parameter_overrides=[
-            Parameter("start_type_description_service", Parameter.Type.BOOL, False)
-        ],
-    )
-
-
-class QueryInterfaces:
-    """A helper node for ~/query, ~/ask and clicked_point, spun by an executor of its own.
-
-    Their handlers await the query worker; rclpy resumes an awaiting handler by polling it on
-    every wake-up of its executor, and each wake-up rebuilds the wait set from every entity of
-    the executor's nodes. On the lifecycle node's executor (parameter and lifecycle services,
-    publishers' event handlers: ~40 entities) that cost ~1 ms a time, several times a query;
-    here the wait set holds a handful.
-    """
-
-    def __init__(self, owner: Node) -> None:
-        self._log = owner.get_logger()
-        self.node = helper_node(owner, "queries")
-        self.executor = SingleThreadedExecutor(context=owner.context)
-        self.executor.add_node(self.node)
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = named_thread(self._spin, "llava3d-queries")
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while True:
-            try:
-                self.executor.spin()  # returns once shut down
-                return
-            except (ExternalShutdownException, ShutdownException):
-                return
-            except InvalidHandle as exc:
-                # a reply to a service or goal that deactivate destroyed mid-call: the caller
-                # misses that one answer, the others must still be served
-                self._log.warn(f"reply dropped (interface destroyed mid-call): {exc}")
-            except Exception as exc:  # queries must still be served after a failed callback
-                self._log.error(f"query callback failed: {type(exc).__name__}: {exc}")
-
-    def close(self) -> None:
-        """Stop the executor (waiting for a callback in progress), then destroy the node."""
-        self.executor.shutdown(timeout_sec=5.0)
-        if self._thread is not None:
-            self._thread.join(5.0)
-        self.node.destroy_node()
-
-
-class SensorInputs:
-    """Subscriptions on a minimal node of their own, served by a wait loop on a thread of its own.
-
-    At 30 Hz RGB-D, rclpy's executors spend more per message than the callbacks do (a wait
-    set built from every entity of the node, a task and a generator step per callback); this
-    loop keeps one wait set over these few subscriptions and calls the callbacks directly, the
-    way ``rclpy.wait_for_message`` waits. Their QoS event handlers (incompatible-QoS
-    warnings) are served too. ``subscribe`` takes topic names already resolved by the owner
-    (see ``helper_node``). A callback that raises is reported to ``on_error(name, exc)`` and
-    the loop goes on.
-    """
-
-    WAKE_NS = 1_000_000_000  # wait at most this long, to notice a shut-down context
-
-    def __init__(self, owner: Node, on_error: Callable[[str, Exception], None]) -> None:
-        self._context = owner.context
-        self._on_error = on_error
-        self._log = owner.get_logger()
-        self.node = helper_node(owner, "sensors")
-        self._subs: list[tuple[str, Any]] = []
-        self._wake = GuardCondition(None, None, context=owner.context)
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-
-    @property
-    def subscriptions(self) -> Iterator[Any]:
-        return self.node.subscriptions
-
-    def subscribe(
-        self, name: str, msg_type: Any, topic: str, callback: Callable, qos: Any, raw: bool = False
-    ) -> None:
-        """Subscribe ``callback`` to the resolved ``topic``; ``name`` labels its errors."""
-        sub = self.node.create_subscription(msg_type, topic, callback, qos, raw=raw)
-        self._subs.append((name, sub))
-
-    def start(self) -> None:
-        self._thread = named_thread(self._run, "llava3d-sensors")
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop the loop (after the callback in progress), then destroy the subscriptions."""
-        self._stopping = True
-        with contextlib.suppress(Exception):  # a shut-down context: the loop exits by itself
-            self._wake.trigger()
-        if self._thread is not None:
-            self._thread.join(5.0)
-        self.node.destroy_node()
-        self._wake.destroy()
-
-    def _run(self) -> None:
-        try:
-            with contextlib.ExitStack() as held:  # keep the handles alive while waiting on them
-                subs = []
-                for name, sub in self._subs:
-                    held.enter_context(sub.handle)
-                    subs.append((name, sub.handle, sub.msg_type, sub.raw, sub.callback))
-                events = list(self.node.waitables)
-                counts = NumberOfEntities(len(subs), 1)
-                for w in events:
-                    held.enter_context(w)
-                    counts += w.get_num_entities()
-                held.enter_context(self._wake.handle)
-                held.enter_context(self._context.handle)
-                wait_set = _rclpy.WaitSet(
-                    counts.num_subscriptions,
-                    counts.num_guard_conditions,
-                    counts.num_timers,
-                    counts.num_clients,
-                    counts.num_services,
-                    counts.num_events,
-                    self._context.handle,
-                )
-                self._loop(wait_set, subs, events)
-        except Exception as exc:
-            if not self._stopping and self._context.ok():  # else: shut down under us
-                self._log.error(f"sensor inputs stopped: {type(exc).__name__}: {exc}")
-
-    def _loop(self, wait_set: Any, subs: list[tuple], events: list[Any]) -> None:
-        while not self._stopping and self._context.ok():
-            wait_set.clear_entities()
-            for _, handle, *_ in subs:
-                wait_set.add_subscription(handle)
-            wait_set.add_guard_condition(self._wake.handle)
-            for w in events:
-                w.add_to_wait_set(wait_set)
-            wait_set.wait(self.WAKE_NS)
-            if self._stopping:
-                return
-            for i, (name, handle, msg_type, raw, callback) in enumerate(subs):
-                if not wait_set.is_ready("subscription", i):
-                    continue
-                taken = handle.take_message(msg_type, raw)
-                while taken is not None:  # everything queued, then wait again
-                    try:
-                        callback(taken[0])
-                    except Exception as exc:
-                        self._on_error(name, exc)
-                    taken = handle.take_message(msg_type, raw)
-            for w in events:
-                if w.is_ready(wait_set):
-                    try:
-                        _run_coroutine(w.execute(w.take_data()))
-                    except Exception as exc:
-                        self._log.warn(f"QoS event handler failed: {type(exc).__name__}: {exc}")
-
-
-def _run_coroutine(coro: Any) -> None:
-    """Run a coroutine that never awaits anything pending (an event handler's execute)."""
-    with contextlib.suppress(StopIteration):
-        coro.send(None)
-    coro.close()
-
-
 class Llava3dNode(LifecycleNode):
     """See the module docstring; parameters are listed in ``ros/params.py``."""
 
@@ -296,6 +117,7 @@ class Llava3dNode(LifecycleNode):
         self._warnings: dict[str, str] = {}
         self._pose_failures = 0
         self._frames_synced = 0
+        self._images_not_taken = 0
         self._last_result: AnswerResult | None = None
         self._jobs_by_goal: dict[bytes, Job] = {}
         self._sensors: SensorInputs | None = None
@@ -390,7 +212,13 @@ class Llava3dNode(LifecycleNode):
         self._rate_limiter = ClientRateLimiter(s.client_rate_hz, s.client_burst)
         queries = ReentrantCallbackGroup()
         qos = self._sensor_qos()
-        self._sensors = sensors = SensorInputs(self, self._on_callback_error)
+        gate = IngestGate(s.ingest_rate_hz)
+        # gated images: only the newest waits in DDS while the gate is shut
+        image_qos = self._sensor_qos(depth=1) if gate.gating else qos
+        self._images_not_taken = 0
+        self._sensors = sensors = SensorInputs(
+            self, self._on_callback_error, gate, self._on_untaken
+        )
         topic = self.resolve_topic_name  # this node's namespace and remapping rules
         pose = (
             ("pose", PoseStamped, self._on_pose)
@@ -408,7 +236,10 @@ class Llava3dNode(LifecycleNode):
             # (a 640×480 frame costs more than everything else here), camera_info once per
             # calibration, PoseStamped read in place (ros/serialized.py).
             raw = msg_type in (Image, CameraInfo, PoseStamped)
-            sensors.subscribe(name, msg_type, topic(name), callback, qos, raw=raw)
+            image = msg_type is Image
+            sensors.subscribe(
+                name, msg_type, topic(name), callback, image_qos if image else qos, raw, image
+            )
         self._queries = q = QueryInterfaces(self)
         q.node.create_subscription(
             PointStamped,
@@ -589,17 +420,18 @@ class Llava3dNode(LifecycleNode):
             max_new_tokens_limit=s.max_new_tokens_limit,
         )
 
-    def _sensor_qos(self) -> QoSProfile:
+    def _sensor_qos(self, depth: int | None = None) -> QoSProfile:
         s = self.settings
+        depth = s.sensor_queue_size if depth is None else depth
         if s.sensor_qos == "sensor_data":
             qos = QoSProfile(
                 history=HistoryPolicy.KEEP_LAST,
-                depth=s.sensor_queue_size,
+                depth=depth,
                 reliability=qos_profile_sensor_data.reliability,
                 durability=qos_profile_sensor_data.durability,
             )
         else:
-            qos = QoSProfile(depth=s.sensor_queue_size, reliability=ReliabilityPolicy.RELIABLE)
+            qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
         return qos
 
     # ---------------------------------------------------------------- sensor input
@@ -620,10 +452,18 @@ class Llava3dNode(LifecycleNode):
             after = sum(self.sync.drops[k] for k in self.sync.drops if k.startswith("no pose"))
             self._pose_failures += after - before
         if frames:
+            sensors = self._sensors
+            if sensors is not None:
+                sensors.gate.frame_synced(time.monotonic())
             with self._ingest_cv:
                 self._frames_synced += len(frames)
                 self._ingest.extend(frames)
                 self._ingest_cv.notify_all()
+
+    def _on_untaken(self, topic: str, n: int) -> None:
+        """Images the ingest gate left in DDS: counted at the rate they were sent."""
+        self._rates[topic].untaken(n)
+        self._images_not_taken += n
 
     def _on_color(self, data: bytes) -> None:
         self._on_raw("rgb/image", Image, data, self.sync.add_color)
@@ -957,6 +797,7 @@ class Llava3dNode(LifecycleNode):
             model_id=self.engine.model_id if self.engine is not None else "",
             model_error=self._model_error,
             ingest_queue=len(self._ingest),
+            images_not_taken=self._images_not_taken,
         )
         if self.sync is not None:
             with self._sync_lock:

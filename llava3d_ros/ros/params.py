@@ -88,6 +88,13 @@ PARAMS: tuple[Param, ...] = (
         choices=("sensor_data", "reliable"),
     ),
     Param("sensor_queue_size", 5, "history depth of each sensor subscription", (1, 100)),
+    Param(
+        "ingest_rate_hz",
+        5.0,
+        "images are taken from DDS at about this rate (newest one each time; the scene keeps "
+        "a few keyframes per second); 0 = every frame",
+        (0.0, 1000.0),
+    ),
     Param("num_views", 8, "views given to the model per query (the release used 20)", (1, 64)),
     Param(
         "keyframe_min_translation_m",
@@ -210,6 +217,7 @@ class Settings:
     use_depth_camera_info: bool
     sensor_qos: str
     sensor_queue_size: int
+    ingest_rate_hz: float
     num_views: int
     keyframe_min_translation_m: float
     keyframe_min_rotation_deg: float
