@@ -71,7 +71,8 @@ class Health:
     frames_synced: int = 0
     sync_waiting: dict[str, int] = field(default_factory=dict)  # unmatched, per stream
     ingest_queue: int = 0  # synced frames not yet decoded into the scene
-    images_not_taken: int = 0  # left in DDS by the ingest_rate_hz gate (counted, not received)
+    # per input: messages left in DDS by the ingest_rate_hz gate (counted, never received)
+    not_taken: dict[str, int] = field(default_factory=dict)
     pose_failures: int = 0
     warnings: list[str] = field(default_factory=list)
     keyframes: int = 0
@@ -117,7 +118,7 @@ def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArra
     inputs.values += [_kv("frames_synced", h.frames_synced), _kv("pose_failures", h.pose_failures)]
     inputs.values += [_kv(f"sync_waiting.{k}", v) for k, v in sorted(h.sync_waiting.items())]
     inputs.values += [_kv("ingest_queue", h.ingest_queue)]
-    inputs.values += [_kv("images_not_taken", h.images_not_taken)]
+    inputs.values += [_kv(f"not_taken.{k}", v) for k, v in sorted(h.not_taken.items())]
     inputs.values += [_kv(f"warning.{i}", w) for i, w in enumerate(h.warnings)]
     problems = list(h.warnings) + [f"{k}: {v}" for k, v in sorted(h.input_errors.items())]
     if problems:

@@ -2,8 +2,9 @@
 
 At 30 Hz the cost of an RGB-D stream is mostly in taking each image out of DDS (rmw and
 rclpy each copy it) and waking up for it, not in what the node does with it: the scene only
-keeps a few keyframes per second. So image subscriptions are left out of the wait set while
-the gate is shut; DDS keeps only the newest image (history depth 1) and overwrites the rest.
+keeps a few keyframes per second. So image (and camera_info) subscriptions are left out of
+the wait set while the gate is shut; DDS keeps only the newest message (history depth 1) and
+overwrites the rest.
 The gate opens on a steady beat of ``1 / rate_hz`` and stays open until a frame has been
 synchronised (colour, depth, camera_info and pose), so a missing stream still shows up as
 sync drops instead of silence. Rate 0 keeps the gate open: every frame is taken.

@@ -117,7 +117,7 @@ class Llava3dNode(LifecycleNode):
         self._warnings: dict[str, str] = {}
         self._pose_failures = 0
         self._frames_synced = 0
-        self._images_not_taken = 0
+        self._not_taken: collections.Counter[str] = collections.Counter()
         self._last_result: AnswerResult | None = None
         self._jobs_by_goal: dict[bytes, Job] = {}
         self._sensors: SensorInputs | None = None
@@ -213,9 +213,9 @@ class Llava3dNode(LifecycleNode):
         queries = ReentrantCallbackGroup()
         qos = self._sensor_qos()
         gate = IngestGate(s.ingest_rate_hz)
-        # gated images: only the newest waits in DDS while the gate is shut
+        # gated inputs: only the newest waits in DDS while the gate is shut
         image_qos = self._sensor_qos(depth=1) if gate.gating else qos
-        self._images_not_taken = 0
+        self._not_taken.clear()
         self._sensors = sensors = SensorInputs(
             self, self._on_callback_error, gate, self._on_untaken
         )
@@ -236,9 +236,11 @@ class Llava3dNode(LifecycleNode):
             # (a 640×480 frame costs more than everything else here), camera_info once per
             # calibration, PoseStamped read in place (ros/serialized.py).
             raw = msg_type in (Image, CameraInfo, PoseStamped)
-            image = msg_type is Image
+            # images and camera_info (static calibration: the newest one serves) wait behind
+            # the ingest gate; poses never do, the pose at an image stamp needs their history
+            gated = msg_type in (Image, CameraInfo)
             sensors.subscribe(
-                name, msg_type, topic(name), callback, image_qos if image else qos, raw, image
+                name, msg_type, topic(name), callback, image_qos if gated else qos, raw, gated
             )
         self._queries = q = QueryInterfaces(self)
         q.node.create_subscription(
@@ -461,9 +463,9 @@ class Llava3dNode(LifecycleNode):
                 self._ingest_cv.notify_all()
 
     def _on_untaken(self, topic: str, n: int) -> None:
-        """Images the ingest gate left in DDS: counted at the rate they were sent."""
+        """Messages the ingest gate left in DDS: counted at the rate they were sent."""
         self._rates[topic].untaken(n)
-        self._images_not_taken += n
+        self._not_taken[topic] += n
 
     def _on_color(self, data: bytes) -> None:
         self._on_raw("rgb/image", Image, data, self.sync.add_color)
@@ -797,7 +799,7 @@ class Llava3dNode(LifecycleNode):
             model_id=self.engine.model_id if self.engine is not None else "",
             model_error=self._model_error,
             ingest_queue=len(self._ingest),
-            images_not_taken=self._images_not_taken,
+            not_taken=dict(self._not_taken),
         )
         if self.sync is not None:
             with self._sync_lock:

@@ -27,6 +27,10 @@ def _stream(rig, seconds: float, t0_s: float) -> int:
     return sent
 
 
+def _not_taken(diag) -> int:
+    return sum(int(diag.get(f"not_taken.{t}")) for t in ("rgb/image", "depth/image"))
+
+
 def test_images_are_taken_at_the_ingest_rate_and_the_rest_counted(
     node_factory, ros_context, request
 ):
@@ -42,12 +46,12 @@ def test_images_are_taken_at_the_ingest_rate_and_the_rest_counted(
         _stream(rig, 1.0, 100.0)  # warm-up: discovery settled, the first frames synced
         h.wait_for(lambda: int(diag.get("frames_synced")) > 0, 20, "a first synced frame")
         synced0 = int(diag.get("frames_synced"))
-        skipped0 = int(diag.get("images_not_taken"))
+        skipped0 = _not_taken(diag)
         seconds = 5.0
         sent = _stream(rig, seconds, 200.0)
         time.sleep(0.6)  # two diagnostics periods
         synced = int(diag.get("frames_synced")) - synced0
-        skipped = int(diag.get("images_not_taken")) - skipped0
+        skipped = _not_taken(diag) - skipped0
         rgb_rate = float(diag.get("rate_hz.rgb/image"))
         print(f"sent {sent}, synced {synced}, not taken {skipped}, rgb rate {rgb_rate} Hz")
         # about RATE_HZ frames per second reach the scene (a slow box may miss beats, never
@@ -57,4 +61,9 @@ def test_images_are_taken_at_the_ingest_rate_and_the_rest_counted(
         assert skipped >= sent, (skipped, sent)
         # the input rate reported is the rate sent, not the rate taken
         assert 0.6 * SEND_HZ <= rgb_rate <= 1.3 * SEND_HZ, rgb_rate
-        assert diag.drops() == 0, diag.values
+        assert int(diag.get("not_taken.rgb/camera_info")) > 0  # static calibration: gated too
+        assert int(diag.get("not_taken.pose", "-1")) == -1  # poses never wait: all taken
+        # an opening that falls between a depth image and its colour takes the colour of one
+        # frame and the depth of the next: that colour is dropped unpaired (rare, never most)
+        drops = {k: v for k, v in diag.values.items() if "drops" in k}
+        assert diag.drops() <= max(2, synced // 4), drops
