@@ -105,8 +105,14 @@ class LoadReport:
             step = max(1, len(self.samples) // 10)
             trend = "  ".join(f"{t:.0f}s:{r:.0f}" for t, _, r in self.samples[::step])
             lines.append(f"RSS over time (MiB): {trend}")
+            growth = self.rss_growth()
             lines.append(
-                f"RSS growth after warm-up ({self.warmup_s:.0f} s): {100 * self.rss_growth():+.1f}%"
+                f"RSS growth after warm-up ({self.warmup_s:.0f} s): "
+                + (
+                    f"{100 * growth:+.1f}%"
+                    if np.isfinite(growth)
+                    else "n/a (fewer than 4 samples after warm-up: run longer)"
+                )
             )
             before = [r for t, _, r in self.samples if t <= self.load_start_s]
             if before:
