@@ -35,6 +35,7 @@ from llava3d_ros.model.prompts import (
 )
 from llava3d_ros.model.tiny import random_bundle, tiny_config, tiny_vision_config, write_checkpoint
 from llava3d_ros.model.tokenizer import SpTokenizer
+from llava3d_ros.synthetic.batches import TurnEncoder, build_batch, prepare_scene
 from llava3d_ros.synthetic.dataset import (
     DataConfig,
     SceneSample,
@@ -184,18 +185,29 @@ def sequence_embeds(
     return embeds, torch.cat([ignore, torch.tensor(labels, device=dev)])
 
 
-def batch_loss(
+def pad_batch(
     bundle: ModelBundle, seqs: list[tuple[torch.Tensor, torch.Tensor]]
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Right-padded batch → mean answer-token CE, and token / whole-answer accuracy."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences from ``sequence_embeds`` → right-padded (B, T, H) embeddings, (B, T) labels."""
     dev, h = bundle.device, seqs[0][0].shape[1]
     t_max = max(len(e) for e, _ in seqs)
-    embeds = torch.zeros(len(seqs), t_max, h, device=dev)
+    embeds = torch.zeros(len(seqs), t_max, h, device=dev, dtype=seqs[0][0].dtype)
     labels = torch.full((len(seqs), t_max), -100, device=dev)
-    mask = torch.zeros(len(seqs), t_max, dtype=torch.long, device=dev)
     for i, (e, lab) in enumerate(seqs):
-        embeds[i, : len(e)], labels[i, : len(e)], mask[i, : len(e)] = e, lab, 1
-    logits = bundle.lm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1]
+        embeds[i, : len(e)], labels[i, : len(e)] = e, lab
+    return embeds, labels
+
+
+def batch_loss(
+    bundle: ModelBundle, embeds: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Right-padded batch → mean answer-token CE and token accuracy.
+
+    No attention mask: padding only follows a sequence's tokens, and causal attention never
+    looks forward, so the real tokens see exactly what they would alone (and the mask-free
+    attention path is the faster one).
+    """
+    logits = bundle.lm(inputs_embeds=embeds).logits[:, :-1]
     target = labels[:, 1:]
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
@@ -260,6 +272,13 @@ def train(
     for p in bundle.vision.parameters():
         p.requires_grad_(False)
     feats = [scene_features(bundle, s) for s in train_samples]
+    scenes = [
+        prepare_scene(
+            s, f, voxel_size=cfg.voxel_size, max_tokens=cfg.max_scene_tokens, seed=cfg.seed
+        )
+        for s, f in zip(train_samples, feats, strict=True)
+    ]
+    encoder = TurnEncoder(tok)
     val_feats = [scene_features(bundle, s) for s in val_samples or []]
     params = [p for p in bundle.lm.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -289,14 +308,16 @@ def train(
             g["lr"] = lr
         kinds = cfg.kinds if frac >= cfg.curriculum else tuple(set(SHORT_KINDS) & set(cfg.kinds))
         kinds = kinds or cfg.kinds
-        seqs = []
+        picked, task_lists, orders = [], [], []
         for _ in range(cfg.batch):
             i = rng.randrange(len(train_samples))
             tasks = pick_tasks(train_samples[i], kinds, cfg.questions, rng)
             order = rng.randrange(2**31) if cfg.shuffle_tokens else None
             if tasks:
-                seqs.append(sequence_embeds(bundle, feats[i], train_samples[i], tasks, cfg, order))
-        loss, stats = batch_loss(bundle, seqs)
+                picked.append(scenes[i])
+                task_lists.append(tasks)
+                orders.append(order)
+        loss, stats = batch_loss(bundle, *build_batch(bundle, encoder, picked, task_lists, orders))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
