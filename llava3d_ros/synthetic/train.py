@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from llava3d_ros.model.llava3d import clip_patch_features
-from llava3d_ros.model.loader import ModelBundle
+from llava3d_ros.model.loader import ModelBundle, load_bundle
 from llava3d_ros.model.prompts import (
     BOX_TOKEN_INDEX,
     build_prompt,
@@ -106,6 +106,19 @@ def build_model(cfg: TrainConfig, tok: SpTokenizer, data: DataConfig, device: st
         for layer in mlp.position_embedding_head:
             if isinstance(layer, torch.nn.Linear):
                 layer.reset_parameters()
+    return bundle
+
+
+def load_initial(init: Path, data: DataConfig, device: str) -> ModelBundle:
+    """A checkpoint to go on training from, in fp32, checked against the data's image geometry."""
+    bundle = load_bundle(init, init / "vision_tower", dtype="fp32", device=device)
+    vc = bundle.vision.config
+    if (vc.image_size, vc.patch_size) != (data.resolution, data.patch):
+        raise ValueError(
+            f"{init}: vision tower takes {vc.image_size} px images in {vc.patch_size} px patches, "
+            f"the data has {data.resolution} px and {data.patch} px"
+        )
+    bundle.random_weights = False
     return bundle
 
 
@@ -259,15 +272,24 @@ def train(
     val_samples: list[SceneSample] | None = None,
     eval_every: int = 200,
     progress: bool = True,
+    init: Path | None = None,
 ) -> tuple[ModelBundle, list[dict]]:
-    """The training loop; returns the trained bundle and the log rows (also written as CSV)."""
+    """The training loop; returns the trained bundle and the log rows (also written as CSV).
+
+    ``init``: a checkpoint directory (e.g. the shipped model) to go on training from; its
+    architecture and tokenizer are kept, and ``cfg``'s model-size fields are then unused.
+    """
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    texts = [t.question for s in train_samples for t in s.tasks]
-    texts += [t.answer for s in train_samples for t in s.tasks]
-    tok = build_tokenizer(texts)
-    bundle = build_model(cfg, tok, data_cfg, device)
+    if init is not None:
+        bundle = load_initial(init, data_cfg, device)
+        tok = bundle.tokenizer
+    else:
+        texts = [t.question for s in train_samples for t in s.tasks]
+        texts += [t.answer for s in train_samples for t in s.tasks]
+        tok = build_tokenizer(texts)
+        bundle = build_model(cfg, tok, data_cfg, device)
     bundle.lm.train()
     for p in bundle.vision.parameters():
         p.requires_grad_(False)
@@ -348,6 +370,7 @@ def train(
         meta = {
             "train": asdict(cfg),
             "data": asdict(data_cfg),
+            "init": str(init) if init is not None else None,
             "train_seeds": [s.seed for s in train_samples],
             "steps_done": len(log),
             "wall_s": round(time.perf_counter() - start, 1),
@@ -381,6 +404,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2, help="render processes for seed specs")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="checkpoint directory to go on training from (e.g. llava3d_ros/assets/tiny_model)",
+    )
     for f, default in asdict(TrainConfig()).items():
         kind = type(default)
         if kind is tuple:
@@ -402,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     data_cfg, train_samples = load_or_generate(a.data, DataConfig(), a.workers)
     val = load_or_generate(a.val, data_cfg, a.workers)[1] if a.val else None
-    train(cfg, train_samples, data_cfg, a.out, a.device, a.minutes, val, a.eval_every)
+    train(cfg, train_samples, data_cfg, a.out, a.device, a.minutes, val, a.eval_every, init=a.init)
     print(f"checkpoint written to {a.out}")
 
 

@@ -1,0 +1,56 @@
+"""train(init=...): going on from a checkpoint (the shipped model) keeps it, then trains it."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llava3d_ros.model.loader import weight_files
+from llava3d_ros.synthetic.dataset import DataConfig, generate
+from llava3d_ros.synthetic.train import TrainConfig, train
+
+EMBEDDED = Path(__file__).resolve().parents[2] / "llava3d_ros" / "assets" / "tiny_model"
+
+
+def _weights(directory: Path) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for f in weight_files(directory):
+        out.update(load_file(f))
+    return out
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return generate([300_000], DataConfig())  # the shipped model's image geometry
+
+
+def test_init_from_the_shipped_model_keeps_it(samples, tmp_path):
+    cfg = TrainConfig(steps=1, batch=1, questions=1, lr=0.0, warmup=1)
+    train(cfg, samples, DataConfig(), tmp_path, progress=False, init=EMBEDDED)
+    before, after = _weights(EMBEDDED), _weights(tmp_path)
+    assert before.keys() == after.keys()
+    for k in before:
+        torch.testing.assert_close(after[k].float(), before[k].float(), msg=k)
+    assert filecmp.cmp(EMBEDDED / "tokenizer.model", tmp_path / "tokenizer.model", shallow=False)
+
+
+def test_init_trains_every_part_after_the_tower(samples):
+    cfg = TrainConfig(steps=2, batch=1, questions=2, lr=1e-3, warmup=1)
+    bundle, log = train(cfg, samples, DataConfig(), None, progress=False, init=EMBEDDED)
+    assert len(log) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    before = _weights(EMBEDDED)
+    state = bundle.lm.state_dict()
+    for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight"):
+        assert not torch.equal(state[name].float(), before[name].float()), name
+    pos = [k for k in before if "position_embedding_head" in k and k.endswith("weight")]
+    assert pos and any(not torch.equal(state[k].float(), before[k].float()) for k in pos)
+
+
+def test_init_refuses_other_image_geometry(samples, tmp_path):
+    data = DataConfig(resolution=56)
+    with pytest.raises(ValueError, match="112 px"):
+        train(TrainConfig(steps=1), samples, data, None, progress=False, init=EMBEDDED)
