@@ -1,14 +1,16 @@
 """Training batches in one pass per step: geometry and tokens cached, one pooling, one gather.
 
-The tiny model's step is dominated by small per-sample operations, not by its matrix
-products: voxelising each scene again (its patch positions never change), tokenising every
-question again, one position-MLP, pooling and projector call per scene, one embedding call
-per sequence, then copying each sequence into a padded batch. Here a scene's voxel
+The per-sequence path (``train.sequence_embeds``) voxelises each scene again (its patch
+positions never change), tokenises every question again, and runs one position-MLP,
+pooling, projector and embedding call per sequence before copying each into a padded
+batch: many small operations, each a kernel launch on a GPU. Here a scene's voxel
 assignment is computed once (``prepare_scene``), each question and answer is tokenised once
 (``TurnEncoder``), and a step runs the position MLP, the voxel means and the projector once
 over all scenes of the batch, embeds all text in one call, and assembles the padded batch
-with a single gather. The result equals ``train.sequence_embeds`` sequence by sequence
-(``test/synthetic/test_batches.py``); ``bench/bench_train.py`` measures the difference.
+with a single gather. The result equals the per-sequence path sequence by sequence
+(``test/synthetic/test_batches.py``). ``bench/bench_train.py`` times both in one run: on two
+CPU cores they are equally fast (the model's matrix products dominate there); on a GPU
+it is still to be measured.
 """
 
 from __future__ import annotations
