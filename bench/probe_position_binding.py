@@ -6,7 +6,8 @@ Two data recipes, colour questions only, the wiring test's tiny config, one torc
             per variant; evaluated on 16 training variants and ``--held-out`` new ones
 Prints click-colour accuracy with nothing, the position path or the click embedding zeroed.
 
-Run: .venv/bin/python bench/probe_position_binding.py boxes --train 64 --steps 600
+Run: .venv/bin/python bench/probe_position_binding.py boxes --train 64 --steps 600 \
+        [--click-encoding shared_position]
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main() -> int:
     ap.add_argument("--train", type=int, default=64, help="variants to train on")
     ap.add_argument("--held-out", type=int, default=16)
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--click-encoding", default="mlp", choices=["mlp", "shared_position"])
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = DataConfig(n_views=4, resolution=56, patch=8, kinds=("color",))
@@ -83,11 +85,12 @@ def main() -> int:
         heads=4,
         mm_hidden=32,
         vision_hidden=32,
+        click_encoding=args.click_encoding,
     )
     t0 = time.perf_counter()
     bundle, log = train(cfg, train_set, data, None, progress=False)
     print(
-        f"{args.recipe}: {len(room.objects)} objects, {args.train} variants, {args.steps} steps "
+        f"{args.recipe} (click encoding {args.click_encoding}): {len(room.objects)} objects, {args.train} variants, {args.steps} steps "
         f"in {time.perf_counter() - t0:.0f} s, final loss {log[-1]['loss']:.4f}"
     )
     for name, subset in (("train", train_set[:16]), ("held-out", held_out)):

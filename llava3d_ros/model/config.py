@@ -25,6 +25,9 @@ LLAVA3D_KEYS = (
     "tokenizer_model_max_length",
 )
 POSITION_ENCODINGS = ("mlp", "fourier_mlp")
+# How a click becomes a token: "mlp" = its own encoder (the release); "shared_position" (tiny
+# models only) adds the scene tokens' own position path, so click and scene share one 3D code.
+CLICK_ENCODINGS = ("mlp", "shared_position")
 # Marks checkpoints written by ``tiny.write_checkpoint`` from untrained weights.
 RANDOM_WEIGHTS_KEY = "llava3d_ros_random_weights"
 
@@ -68,6 +71,9 @@ def llava_config(raw: dict[str, Any]) -> LlamaConfig:
         raise ConfigError(f"position_encoding must be one of {POSITION_ENCODINGS}, got {enc!r}")
     if enc == "fourier_mlp" and int(raw.get("position_fourier_freqs", 0)) < 1:
         raise ConfigError("position_encoding='fourier_mlp' needs position_fourier_freqs >= 1")
+    click = raw.get("click_encoding", "mlp")
+    if click not in CLICK_ENCODINGS:
+        raise ConfigError(f"click_encoding must be one of {CLICK_ENCODINGS}, got {click!r}")
     kwargs = {
         k: v
         for k, v in raw.items()
@@ -77,6 +83,7 @@ def llava_config(raw: dict[str, Any]) -> LlamaConfig:
     cfg.architectures = ["LlavaLlamaForCausalLM"]
     cfg.position_encoding = enc
     cfg.position_fourier_freqs = int(raw.get("position_fourier_freqs", 0))
+    cfg.click_encoding = click
     cfg.mm_vision_select_layer = int(raw.get("mm_vision_select_layer", -2))
     cfg.tokenizer_model_max_length = int(
         raw.get("tokenizer_model_max_length", raw.get("max_position_embeddings", 4096))

@@ -115,9 +115,18 @@ class Llava3DForCausalLM(LlamaForCausalLM):
         return self.model.mm_projector(pooled), assignment
 
     def click_tokens(self, clicks: torch.Tensor) -> torch.Tensor:
-        """(K, 3) world points → (K, hidden) embeddings that replace the ``<boxes>`` sentinels."""
+        """(K, 3) world points → (K, hidden) embeddings that replace the ``<boxes>`` sentinels.
+
+        With ``click_encoding="shared_position"`` (tiny models) the click also gets what a scene
+        token at that point would get from the position path, projected like one; matching a click
+        to the tokens around it then needs no second, separately learned 3D code.
+        """
         dtype = self.model.embed_tokens.weight.dtype
-        return self.click_encoder(clicks.to(dtype))
+        xyz = clicks.to(dtype)
+        tokens = self.click_encoder(xyz)
+        if getattr(self.config, "click_encoding", "mlp") == "shared_position":
+            tokens = tokens + self.model.mm_projector(self.patch_pos_mlp(xyz))
+        return tokens
 
 
 def clip_patch_features(

@@ -236,6 +236,7 @@ def write_checkpoint(
         model_type="llava_llama",
         position_encoding=lm_cfg.get("position_encoding", "mlp"),
         position_fourier_freqs=lm_cfg.get("position_fourier_freqs", 0),
+        click_encoding=lm_cfg.get("click_encoding", "mlp"),
         torch_dtype=str(bundle.dtype).removeprefix("torch."),
         llava3d_ros_name=bundle.name,
     )

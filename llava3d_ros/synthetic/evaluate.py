@@ -40,20 +40,28 @@ EMBEDDED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "tiny_model"
 
 @contextlib.contextmanager
 def ablation(bundle: ModelBundle, name: str) -> Iterator[None]:
-    """Zero the output of the position MLP or of the click encoder while inside the block."""
+    """Zero the position MLP's output, or every click token, while inside the block.
+
+    With ``click_encoding="shared_position"`` the position MLP also feeds the click tokens, so
+    zeroing it leaves a click only its own encoder's part.
+    """
     if name not in ABLATIONS:
         raise ValueError(f"unknown ablation {name!r}; known: {ABLATIONS}")
-    module = {"zero_position": bundle.lm.patch_pos_mlp, "zero_click": bundle.lm.click_encoder}.get(
-        name
-    )
+    lm = bundle.lm
     handle = None
-    if module is not None:
-        handle = module.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out))
+    if name == "zero_position":
+        handle = lm.patch_pos_mlp.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out))
+    elif name == "zero_click":
+        hidden, dtype = lm.config.hidden_size, lm.model.embed_tokens.weight.dtype
+        lm.click_tokens = lambda clicks: torch.zeros(  # instance attribute shadows the method
+            len(clicks), hidden, dtype=dtype, device=clicks.device
+        )
     try:
         yield
     finally:
         if handle is not None:
             handle.remove()
+        lm.__dict__.pop("click_tokens", None)
 
 
 def data_config_for(bundle: ModelBundle, n_views: int = 0) -> DataConfig:
