@@ -53,6 +53,9 @@ def main() -> int:
     ap.add_argument("--held-out", type=int, default=16)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--click-encoding", default="mlp", choices=["mlp", "shared_position"])
+    ap.add_argument("--rope-theta", type=float, default=10000.0)
+    ap.add_argument("--fourier-freqs", type=int, default=4)
+    ap.add_argument("--fourier-wavelength", type=float, default=2.0, help="metres")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = DataConfig(n_views=4, resolution=56, patch=8, kinds=("color",))
@@ -86,11 +89,15 @@ def main() -> int:
         mm_hidden=32,
         vision_hidden=32,
         click_encoding=args.click_encoding,
+        rope_theta=args.rope_theta,
+        fourier_freqs=args.fourier_freqs,
+        fourier_wavelength=args.fourier_wavelength,
     )
     t0 = time.perf_counter()
     bundle, log = train(cfg, train_set, data, None, progress=False)
     print(
-        f"{args.recipe} (click encoding {args.click_encoding}): {len(room.objects)} objects, {args.train} variants, {args.steps} steps "
+        f"{args.recipe} (click encoding {args.click_encoding}, rope_theta {args.rope_theta:g}, "
+        f"{args.fourier_freqs} Fourier octaves from {args.fourier_wavelength:g} m): {len(room.objects)} objects, {args.train} variants, {args.steps} steps "
         f"in {time.perf_counter() - t0:.0f} s, final loss {log[-1]['loss']:.4f}"
     )
     for name, subset in (("train", train_set[:16]), ("held-out", held_out)):

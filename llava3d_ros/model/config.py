@@ -71,6 +71,10 @@ def llava_config(raw: dict[str, Any]) -> LlamaConfig:
         raise ConfigError(f"position_encoding must be one of {POSITION_ENCODINGS}, got {enc!r}")
     if enc == "fourier_mlp" and int(raw.get("position_fourier_freqs", 0)) < 1:
         raise ConfigError("position_encoding='fourier_mlp' needs position_fourier_freqs >= 1")
+    # 2 m: the lowest frequency the first tiny models were trained with (π rad/m)
+    wavelength = float(raw.get("position_fourier_wavelength", 2.0))
+    if not (0.01 <= wavelength <= 1000.0):
+        raise ConfigError(f"position_fourier_wavelength must be 0.01..1000 m, got {wavelength}")
     click = raw.get("click_encoding", "mlp")
     if click not in CLICK_ENCODINGS:
         raise ConfigError(f"click_encoding must be one of {CLICK_ENCODINGS}, got {click!r}")
@@ -84,6 +88,7 @@ def llava_config(raw: dict[str, Any]) -> LlamaConfig:
     cfg.position_encoding = enc
     cfg.position_fourier_freqs = int(raw.get("position_fourier_freqs", 0))
     cfg.click_encoding = click
+    cfg.position_fourier_wavelength = wavelength
     cfg.mm_vision_select_layer = int(raw.get("mm_vision_select_layer", -2))
     cfg.tokenizer_model_max_length = int(
         raw.get("tokenizer_model_max_length", raw.get("max_position_embeddings", 4096))

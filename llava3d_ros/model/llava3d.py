@@ -15,12 +15,17 @@ class PositionMLP(nn.Module):
     """Learned 3D position embedding: Linear → LayerNorm → ReLU → Linear on metric xyz.
 
     ``fourier_freqs > 0`` (tiny models only; the release uses the plain MLP) first appends
-    sin/cos of xyz at octave frequencies so a small model can resolve fine positions.
+    sin/cos of xyz at octave frequencies, the lowest one period per ``longest_wavelength``
+    metres, so a small model can resolve fine positions. Points a multiple of that apart share
+    their sin/cos; only the raw xyz tells them apart, so it should exceed the room.
     """
 
-    def __init__(self, out_dim: int, fourier_freqs: int = 0) -> None:
+    def __init__(
+        self, out_dim: int, fourier_freqs: int = 0, longest_wavelength: float = 2.0
+    ) -> None:
         super().__init__()
         self.fourier_freqs = fourier_freqs
+        self.longest_wavelength = longest_wavelength
         in_dim = 3 + 6 * fourier_freqs
         self.position_embedding_head = nn.Sequential(
             nn.Linear(in_dim, out_dim),
@@ -32,7 +37,8 @@ class PositionMLP(nn.Module):
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
         """(..., 3) metres → (..., out_dim)."""
         if self.fourier_freqs:
-            freqs = math.pi * 2.0 ** torch.arange(self.fourier_freqs, device=xyz.device)
+            base = 2.0 * math.pi / self.longest_wavelength
+            freqs = base * 2.0 ** torch.arange(self.fourier_freqs, device=xyz.device)
             ang = (xyz[..., None] * freqs.to(xyz.dtype)).flatten(-2)  # (..., 3F)
             xyz = torch.cat([xyz, ang.sin(), ang.cos()], dim=-1)
         return self.position_embedding_head(xyz)
@@ -43,7 +49,7 @@ class SpatialAwareModule(nn.Module):
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
-        self.positional_embedding = PositionMLP(config.mm_hidden_size, _freqs(config))
+        self.positional_embedding = PositionMLP(config.mm_hidden_size, *_fourier(config))
 
 
 class PromptEncoder(nn.Module):
@@ -51,7 +57,7 @@ class PromptEncoder(nn.Module):
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
-        self.pos_emb3d = PositionMLP(config.hidden_size, _freqs(config))
+        self.pos_emb3d = PositionMLP(config.hidden_size, *_fourier(config))
 
 
 class VideoTower(nn.Module):
@@ -63,10 +69,12 @@ class VideoTower(nn.Module):
         self.prompt_encoder = PromptEncoder(config)
 
 
-def _freqs(config: LlamaConfig) -> int:
+def _fourier(config: LlamaConfig) -> tuple[int, float]:
+    """(frequencies, longest wavelength in metres) of the tiny models' Fourier features; (0, …) = none."""
+    wavelength = float(getattr(config, "position_fourier_wavelength", 2.0))
     if getattr(config, "position_encoding", "mlp") == "fourier_mlp":
-        return int(config.position_fourier_freqs)
-    return 0
+        return int(config.position_fourier_freqs), wavelength
+    return 0, wavelength
 
 
 class Llava3DForCausalLM(LlamaForCausalLM):

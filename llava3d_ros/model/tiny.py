@@ -237,6 +237,9 @@ def write_checkpoint(
         position_encoding=lm_cfg.get("position_encoding", "mlp"),
         position_fourier_freqs=lm_cfg.get("position_fourier_freqs", 0),
         click_encoding=lm_cfg.get("click_encoding", "mlp"),
+        position_fourier_wavelength=lm_cfg.get("position_fourier_wavelength", 2.0),
+        # transformers 5 keeps rope_theta under rope_parameters; the checkpoint spells it flat
+        rope_theta=float((lm_cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)),
         torch_dtype=str(bundle.dtype).removeprefix("torch."),
         llava3d_ros_name=bundle.name,
     )

@@ -66,7 +66,11 @@ class TrainConfig:
     mm_hidden: int = 64
     vision_hidden: int = 64
     fourier_freqs: int = 4  # 0 = the released plain MLP position embedding
+    fourier_wavelength: float = 2.0  # metres per period of the lowest frequency
     click_encoding: str = "mlp"  # or "shared_position": clicks also take the scene's position path
+    rope_theta: float = (
+        10000.0  # LLaMA's; larger leaves more head dims free of token-order rotation
+    )
     voxel_size: float = 0.2
     max_scene_tokens: int = 2560
     shuffle_tokens: bool = True  # random scene-token order: location only via 3D positions
@@ -87,7 +91,9 @@ def build_model(cfg: TrainConfig, tok: SpTokenizer, data: DataConfig, device: st
         tokenizer_model_max_length=2048,
         position_encoding="fourier_mlp" if cfg.fourier_freqs else "mlp",
         position_fourier_freqs=cfg.fourier_freqs,
+        position_fourier_wavelength=cfg.fourier_wavelength,
         click_encoding=cfg.click_encoding,
+        rope_theta=cfg.rope_theta,
         num_frames=data.n_views,
     )
     vision = tiny_vision_config(
