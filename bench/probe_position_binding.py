@@ -1,9 +1,10 @@
 """Probe for issue #6: does the tiny model bind a click to a 3D position within minutes on a CPU?
 
 Two data recipes, colour questions only, the wiring test's tiny config, one torch thread:
-  recolour  one room (``--geometry``), ``--train`` recolourings, evaluated on those
+  recolour  one room (``--geometry``) and camera path, ``--train`` recolourings
   boxes     the room's objects replaced by identical boxes; colours and camera path drawn anew
-            per variant; evaluated on 16 training variants and ``--held-out`` new ones
+            per variant
+Evaluated on 16 training variants and ``--held-out`` new ones.
 Prints click-colour accuracy with nothing, the position path or the click embedding zeroed.
 
 Run: .venv/bin/python bench/probe_position_binding.py boxes --train 64 --steps 600 \
@@ -53,6 +54,8 @@ def main() -> int:
     ap.add_argument("--held-out", type=int, default=16)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--click-encoding", default="mlp", choices=["mlp", "shared_position"])
+    ap.add_argument("--objects", type=int, default=0, help="keep only the first N (0 = all)")
+    ap.add_argument("--questions", type=int, default=8, help="packed per sequence")
     ap.add_argument("--rope-theta", type=float, default=10000.0)
     ap.add_argument("--fourier-freqs", type=int, default=4)
     ap.add_argument("--fourier-wavelength", type=float, default=2.0, help="metres")
@@ -60,25 +63,26 @@ def main() -> int:
     torch.set_num_threads(1)
     data = DataConfig(n_views=4, resolution=56, patch=8, kinds=("color",))
     rng = np.random.default_rng([args.geometry, 7])
-    if args.recipe == "recolour":
-        room = make_scene(args.geometry)
+    room = (
+        make_scene(args.geometry) if args.recipe == "recolour" else identical_boxes(args.geometry)
+    )
+    if args.objects:
+        room = replace(room, objects=room.objects[: args.objects])
 
-        def variant(i: int):
+    def variant(i: int):
+        if args.recipe == "recolour":  # same room and camera path, new colours
             return sample_from_scene(recolored(room, rng), data, 1000 * args.geometry + i)
-    else:
-        room = identical_boxes(args.geometry)
+        # new colours and a new camera path (the path follows the seed)
+        scene = replace(recolored(room, rng), seed=10_000 + i)
+        return sample_from_scene(scene, data, 10_000 + i)
 
-        def variant(i: int):  # new colours and a new camera path (the path follows the seed)
-            scene = replace(recolored(room, rng), seed=10_000 + i)
-            return sample_from_scene(scene, data, 10_000 + i)
-
-    held = args.held_out if args.recipe == "boxes" else 0
+    held = args.held_out
     samples = [variant(i) for i in range(args.train + held)]
     train_set, held_out = samples[: args.train], samples[args.train :]
     cfg = TrainConfig(
         steps=args.steps,
         batch=4,
-        questions=8,
+        questions=args.questions,
         lr=2e-3,
         warmup=20,
         curriculum=0.0,

@@ -90,6 +90,18 @@ class Engine:
     def model_id(self) -> str:
         return self._model_id
 
+    def forget_scenes(self) -> None:
+        """Drop the cached CLIP features and scene prefix.
+
+        Both are keyed by frame ids (and the prefix by patch positions too), which a frame
+        buffer never reuses; a caller whose frame ids restart (one scene after another, as in
+        the synthetic evaluation) must call this between scenes, or a recoloured room seen
+        from the same poses is answered from the previous room's tokens.
+        """
+        with self._lock:
+            self._prefix = None
+            self.features.clear()
+
     def release(self) -> None:
         """Drop the model, caches and (on GPU) the allocator's cached blocks."""
         with self._lock:

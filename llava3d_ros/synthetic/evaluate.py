@@ -78,7 +78,7 @@ def _norm(text: str) -> str:
 def score_sample(engine: Engine, sample: SceneSample, max_new_tokens: int) -> dict[str, list]:
     """Ask every question of one scene; per-metric lists of hits (and parse successes)."""
     views = sample.model_views()
-    engine.features.clear()  # frame ids restart at 0 in every scene
+    engine.forget_scenes()  # frame ids restart at 0 in every scene
     hits: dict[str, list] = {m: [] for m in METRICS}
     for task in sample.tasks:
         res = engine.answer(
