@@ -67,7 +67,7 @@ def test_tiny_model_overfits_clicks_and_needs_them(overfit, tmp_path):
     strict=True,
     reason="a handful of scenes is memorised from CLIP content + click alone (measured: "
     "100%/89% colour/category with the position MLP zeroed); the position path only becomes "
-    "necessary when generalising to unseen scenes, see the issue-6 report",
+    "necessary when generalising to unseen scenes: test_position_binding.py shows that",
 )
 def test_zeroing_position_breaks_the_overfit_model(overfit):
     zero_pos = overfit[3]["zero_position"]
