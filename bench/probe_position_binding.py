@@ -34,6 +34,16 @@ from llava3d_ros.synthetic.probes import (  # noqa: E402
 )
 from llava3d_ros.synthetic.train import train  # noqa: E402
 
+TUNABLE = (
+    "lr",
+    "batch",
+    "questions",  # packed per sequence
+    "click_encoding",  # mlp | shared_position
+    "rope_theta",
+    "fourier_freqs",
+    "fourier_wavelength",  # metres
+)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,32 +54,18 @@ def main() -> int:
     ap.add_argument("--held-out", type=int, default=64)
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--curve", type=int, default=0, help="held-out accuracy every N steps")
-    d = binding_config(0)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--batch", type=int, default=d.batch)
-    ap.add_argument("--questions", type=int, default=d.questions, help="packed per sequence")
-    ap.add_argument(
-        "--click-encoding", default=d.click_encoding, choices=["mlp", "shared_position"]
-    )
-    ap.add_argument("--rope-theta", type=float, default=d.rope_theta)
-    ap.add_argument("--fourier-freqs", type=int, default=d.fourier_freqs)
-    ap.add_argument("--fourier-wavelength", type=float, default=d.fourier_wavelength, help="m")
+    # the parts of the CI test's configuration a run may switch (flag per TrainConfig field)
+    base = binding_config(0)
+    for field in TUNABLE:
+        default = getattr(base, field)
+        ap.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     args = ap.parse_args()
     torch.set_num_threads(1)
     samples = probe_samples(
         args.recipe, args.train + args.held_out, geometry=args.geometry, objects=args.objects
     )
     train_set, held_out = samples[: args.train], samples[args.train :]
-    cfg = binding_config(
-        args.steps,
-        lr=args.lr,
-        batch=args.batch,
-        questions=args.questions,
-        click_encoding=args.click_encoding,
-        rope_theta=args.rope_theta,
-        fourier_freqs=args.fourier_freqs,
-        fourier_wavelength=args.fourier_wavelength,
-    )
+    cfg = binding_config(args.steps, **{f: getattr(args, f) for f in TUNABLE})
     t0 = time.perf_counter()
     curve = dict(val_samples=held_out, eval_every=args.curve) if args.curve and held_out else {}
     bundle, log = train(cfg, train_set, PROBE_DATA, None, progress=False, **curve)

@@ -99,14 +99,16 @@ class Engine:
         from the same poses is answered from the previous room's tokens.
         """
         with self._lock:
-            self._prefix = None
-            self.features.clear()
+            self._drop_caches()
+
+    def _drop_caches(self) -> None:
+        self._prefix = None
+        self.features.clear()
 
     def release(self) -> None:
         """Drop the model, caches and (on GPU) the allocator's cached blocks."""
         with self._lock:
-            self._prefix = None
-            self.features.clear()
+            self._drop_caches()
             self.bundle = None
             gc.collect()
             if torch.cuda.is_available():

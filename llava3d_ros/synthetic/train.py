@@ -68,9 +68,8 @@ class TrainConfig:
     fourier_freqs: int = 4  # 0 = the released plain MLP position embedding
     fourier_wavelength: float = 2.0  # metres per period of the lowest frequency
     click_encoding: str = "mlp"  # or "shared_position": clicks also take the scene's position path
-    rope_theta: float = (
-        10000.0  # LLaMA's; larger leaves more head dims free of token-order rotation
-    )
+    # LLaMA's; larger leaves more head dims free of token-order rotation
+    rope_theta: float = 10000.0
     voxel_size: float = 0.2
     max_scene_tokens: int = 2560
     shuffle_tokens: bool = True  # random scene-token order: location only via 3D positions

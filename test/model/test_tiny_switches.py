@@ -105,22 +105,12 @@ def test_fourier_wavelength_checked_and_kept(tmp_path) -> None:
     again = load_bundle(model_dir, vision_dir, dtype="fp32", device="cpu")
     assert again.lm.click_encoder.longest_wavelength == 16.0
     xyz = torch.tensor([[0.1, 0.2, 0.3]])
+
+    def tokens(b):
+        one = torch.ones(1, dtype=torch.bool)
+        return b.lm.scene_tokens(
+            torch.zeros(1, 32), xyz, one, voxel_size=0.2, max_tokens=8, seed=0
+        )[0]
+
     with torch.no_grad():
-        torch.testing.assert_close(
-            again.lm.scene_tokens(
-                torch.zeros(1, 32),
-                xyz,
-                torch.ones(1, dtype=torch.bool),
-                voxel_size=0.2,
-                max_tokens=8,
-                seed=0,
-            )[0],
-            bundle.lm.scene_tokens(
-                torch.zeros(1, 32),
-                xyz,
-                torch.ones(1, dtype=torch.bool),
-                voxel_size=0.2,
-                max_tokens=8,
-                seed=0,
-            )[0],
-        )
+        torch.testing.assert_close(tokens(again), tokens(bundle))
