@@ -411,6 +411,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2, help="render processes for seed specs")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    d = DataConfig()
+    p.add_argument("--views", type=int, default=d.n_views, help="views rendered per scene")
+    p.add_argument("--resolution", type=int, default=d.resolution, help="image size (px)")
+    p.add_argument(
+        "--patch",
+        type=int,
+        default=d.patch,
+        help="vision-tower patch (px); 16 at 112 px gives about a third of the scene tokens of 8",
+    )
     p.add_argument(
         "--init",
         type=Path,
@@ -436,7 +445,10 @@ def main(argv: list[str] | None = None) -> None:
             for f, d in fields.items()
         }
     )
-    data_cfg, train_samples = load_or_generate(a.data, DataConfig(), a.workers)
+    if a.resolution % a.patch:
+        p.error(f"--resolution {a.resolution} is not a multiple of --patch {a.patch}")
+    data = DataConfig(n_views=a.views, resolution=a.resolution, patch=a.patch)
+    data_cfg, train_samples = load_or_generate(a.data, data, a.workers)
     val = load_or_generate(a.val, data_cfg, a.workers)[1] if a.val else None
     train(cfg, train_samples, data_cfg, a.out, a.device, a.minutes, val, a.eval_every, init=a.init)
     print(f"checkpoint written to {a.out}")

@@ -54,3 +54,24 @@ def test_init_refuses_other_image_geometry(samples, tmp_path):
     data = DataConfig(resolution=56)
     with pytest.raises(ValueError, match="112 px"):
         train(TrainConfig(steps=1), samples, data, None, progress=False, init=EMBEDDED)
+
+
+def test_cli_image_geometry_reaches_the_checkpoint_and_eval(tmp_path):
+    from llava3d_ros.model.loader import load_bundle
+    from llava3d_ros.synthetic.evaluate import data_config_for
+    from llava3d_ros.synthetic.train import main
+
+    out = tmp_path / "ckpt"
+    args = ["--data", "300000", "--out", str(out), "--steps", "1", "--batch", "1"]
+    args += ["--hidden", "32", "--layers", "1", "--heads", "2", "--mm-hidden", "16"]
+    args += ["--vision-hidden", "16", "--workers", "1"]
+    main([*args, "--views", "4", "--resolution", "112", "--patch", "16"])
+    bundle = load_bundle(out, out / "vision_tower", dtype="fp32")
+    assert data_config_for(bundle) == DataConfig(n_views=4, resolution=112, patch=16)
+
+
+def test_cli_refuses_a_patch_that_does_not_tile_the_image(tmp_path):
+    from llava3d_ros.synthetic.train import main
+
+    with pytest.raises(SystemExit):
+        main(["--data", "300000", "--out", str(tmp_path), "--patch", "15"])
