@@ -19,12 +19,14 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llava3d_ros.synthetic.dataset import CLICK_MODES  # noqa: E402
 from llava3d_ros.synthetic.evaluate import evaluate  # noqa: E402
 from llava3d_ros.synthetic.probes import (  # noqa: E402
     PROBE_DATA,
@@ -42,6 +44,7 @@ TUNABLE = (
     "rope_theta",
     "fourier_freqs",
     "fourier_wavelength",  # metres
+    "bind_loss",  # weight of the click-binding attention loss (0 = off)
 )
 
 
@@ -53,6 +56,7 @@ def main() -> int:
     ap.add_argument("--train", type=int, default=512, help="variants to train on")
     ap.add_argument("--held-out", type=int, default=64)
     ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--clicks", choices=CLICK_MODES, default=PROBE_DATA.clicks)
     ap.add_argument("--curve", type=int, default=0, help="held-out accuracy every N steps")
     # the parts of the CI test's configuration a run may switch (flag per TrainConfig field)
     base = binding_config(0)
@@ -62,7 +66,11 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     samples = probe_samples(
-        args.recipe, args.train + args.held_out, geometry=args.geometry, objects=args.objects
+        args.recipe,
+        args.train + args.held_out,
+        geometry=args.geometry,
+        objects=args.objects,
+        data=replace(PROBE_DATA, clicks=args.clicks),
     )
     train_set, held_out = samples[: args.train], samples[args.train :]
     cfg = binding_config(args.steps, **{f: getattr(args, f) for f in TUNABLE})

@@ -17,6 +17,8 @@ from llava3d_ros.synthetic.render import RenderedViews, render_scene
 from llava3d_ros.synthetic.scenes import Scene, make_scene
 from llava3d_ros.synthetic.tasks import TASK_KINDS, Task, make_tasks, visible_pixels
 
+CLICK_MODES = ("inside", "surface")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -29,6 +31,11 @@ class DataConfig:
     depth_noise: float = 0.0
     hole_fraction: float = 0.0
     kinds: tuple[str, ...] = TASK_KINDS
+    clicks: str = "inside"  # click points: "inside" the object or on its seen "surface"
+
+    def __post_init__(self) -> None:
+        if self.clicks not in CLICK_MODES:
+            raise ValueError(f"clicks must be one of {CLICK_MODES}, got {self.clicks!r}")
 
 
 @dataclass
@@ -87,7 +94,8 @@ def sample_from_scene(scene: Scene, cfg: DataConfig, task_seed: int) -> SceneSam
     )
     views = scene_views(rendered, cfg.resolution, cfg.patch)
     visible = visible_pixels(rendered, len(scene.objects))
-    tasks = make_tasks(scene, np.random.default_rng([seed, 3]), cfg.kinds, visible)
+    surface = rendered if cfg.clicks == "surface" else None
+    tasks = make_tasks(scene, np.random.default_rng([seed, 3]), cfg.kinds, visible, surface=surface)
     return SceneSample(
         seed=seed,
         images=np.stack([v.image for v in views]),

@@ -21,7 +21,13 @@ from tqdm import tqdm
 from llava3d_ros.geometry.boxes import iou_aabb
 from llava3d_ros.model.engine import Engine
 from llava3d_ros.model.loader import ModelBundle, load_bundle
-from llava3d_ros.synthetic.dataset import DataConfig, SceneSample, generate, parse_seeds
+from llava3d_ros.synthetic.dataset import (
+    CLICK_MODES,
+    DataConfig,
+    SceneSample,
+    generate,
+    parse_seeds,
+)
 
 ABLATIONS = ("none", "zero_position", "zero_click")
 METRICS = (
@@ -64,11 +70,13 @@ def ablation(bundle: ModelBundle, name: str) -> Iterator[None]:
         lm.__dict__.pop("click_tokens", None)
 
 
-def data_config_for(bundle: ModelBundle, n_views: int = 0) -> DataConfig:
+def data_config_for(bundle: ModelBundle, n_views: int = 0, clicks: str = "inside") -> DataConfig:
     """Render at the tower's own image size and patch grid (what the model was trained on)."""
     vcfg = bundle.vision.config
     views = n_views or int(getattr(bundle.lm.config, "num_frames", 8))
-    return DataConfig(n_views=views, resolution=vcfg.image_size, patch=vcfg.patch_size)
+    return DataConfig(
+        n_views=views, resolution=vcfg.image_size, patch=vcfg.patch_size, clicks=clicks
+    )
 
 
 def _norm(text: str) -> str:
@@ -153,14 +161,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--ablations", default=",".join(ABLATIONS))
+    p.add_argument(
+        "--clicks",
+        choices=CLICK_MODES,
+        default="inside",
+        help="click points inside the object, or on its seen surface (as a click on an image gives)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = p.parse_args(argv)
     bundle = load_bundle(
         a.model, a.vision or a.model / "vision_tower", dtype="fp32", device=a.device
     )
-    samples = generate(parse_seeds(a.seeds), data_config_for(bundle), a.workers)
+    samples = generate(parse_seeds(a.seeds), data_config_for(bundle, clicks=a.clicks), a.workers)
     results = evaluate(bundle, samples, tuple(a.ablations.split(",")))
-    print(f"model: {bundle.model_id}; {len(samples)} held-out scenes ({a.seeds})")
+    print(
+        f"model: {bundle.model_id}; {len(samples)} held-out scenes ({a.seeds}), clicks: {a.clicks}"
+    )
     print(format_table(results))
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))

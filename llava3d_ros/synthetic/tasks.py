@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llava3d_ros.geometry.clicks import click_to_world
 from llava3d_ros.synthetic.render import RenderedViews
 from llava3d_ros.synthetic.scenes import CATEGORIES, Box, Scene, SceneObject
 
@@ -56,6 +57,21 @@ def click_point(obj: SceneObject, rng: np.random.Generator) -> np.ndarray:
     return np.array([prim.cx + r * np.cos(a), prim.cy + r * np.sin(a), z], np.float32)
 
 
+def surface_click(views: RenderedViews, index: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Where a click on an image showing object ``index`` lands: a random pixel of it in a
+    random view, unprojected with its depth as the node does (None if no view shows it)."""
+    view, rows, cols = np.nonzero(views.labels == index)
+    if not len(view):
+        return None
+    j = int(rng.integers(len(view)))
+    depth = np.where(views.depth[view[j]] > 0, views.depth[view[j]], np.nan)
+    k, (h, w) = views.intrinsics, depth.shape
+    point = click_to_world(
+        float(cols[j]), float(rows[j]), depth, k, k, views.cam_to_world[view[j]], (w, h), window=1
+    )
+    return point.astype(np.float32)
+
+
 def describe(scene: Scene, index: int, rng: np.random.Generator) -> str | None:
     """The shortest attribute phrase naming only object ``index``; None if none does."""
     target = scene.objects[index]
@@ -88,8 +104,13 @@ def make_tasks(
     kinds: tuple[str, ...] = TASK_KINDS,
     visible: np.ndarray | None = None,
     min_pixels: int = 30,
+    surface: RenderedViews | None = None,
 ) -> list[Task]:
-    """All questions of ``kinds`` about the scene: per seen object and per category."""
+    """All questions of ``kinds`` about the scene: per seen object and per category.
+
+    Clicks are points inside the clicked object, or with ``surface`` (the scene's rendered
+    views) points on its seen surface, as a click on an image gives.
+    """
     unknown = set(kinds) - set(TASK_KINDS)
     if unknown:
         raise ValueError(f"unknown task kinds {sorted(unknown)}; known: {TASK_KINDS}")
@@ -97,6 +118,11 @@ def make_tasks(
         i for i in range(len(scene.objects)) if visible is None or int(visible[i]) >= min_pixels
     ]
     tasks: list[Task] = []
+
+    def click(i: int) -> np.ndarray:
+        point = surface_click(surface, i, rng) if surface is not None else None
+        return (click_point(scene.objects[i], rng) if point is None else point)[None]
+
     for i in seen:
         obj = scene.objects[i]
         if "caption" in kinds:
@@ -105,17 +131,17 @@ def make_tasks(
                     "caption",
                     f"The related object is located at {CLICK}. Describe the object in detail.",
                     f"A {obj.color} {obj.category}. It is localized at {format_box(obj.box)}.",
-                    click_point(obj, rng)[None],
+                    click(i),
                     i,
                     obj.box,
                 )
             )
         if "color" in kinds:
             q = f"The related object is located at {CLICK}. What color is this object? {SHORT}"
-            tasks.append(Task("color", q, obj.color, click_point(obj, rng)[None], i))
+            tasks.append(Task("color", q, obj.color, click(i), i))
         if "category" in kinds:
             q = f"The related object is located at {CLICK}. What is this object? {SHORT}"
-            tasks.append(Task("category", q, obj.category, click_point(obj, rng)[None], i))
+            tasks.append(Task("category", q, obj.category, click(i), i))
         if "ground" in kinds:
             phrase = describe(scene, i, rng)
             if phrase is not None:

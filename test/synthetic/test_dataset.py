@@ -89,3 +89,17 @@ def test_packed_turns_supervise_only_answers():
     for t in tasks:
         expected += tok.sp.encode(t.answer) + [tok.eos_id]
     assert supervised == expected
+
+
+def test_click_mode_reaches_the_questions_and_survives_the_npz(tmp_path):
+    inside = make_sample(7, CFG)
+    surface_cfg = DataConfig(n_views=3, resolution=48, patch=8, clicks="surface")
+    surface = make_sample(7, surface_cfg)
+    clicked = [(a, b) for a, b in zip(inside.tasks, surface.tasks, strict=True) if len(a.clicks)]
+    assert clicked and all(not np.allclose(a.clicks, b.clicks) for a, b in clicked)
+    save_npz(tmp_path / "s.npz", [surface], surface_cfg)
+    cfg, loaded = load_npz(tmp_path / "s.npz")
+    assert cfg.clicks == "surface"
+    np.testing.assert_array_equal(loaded[0].tasks[0].clicks, surface.tasks[0].clicks)
+    with pytest.raises(ValueError, match="clicks must be one of"):
+        DataConfig(clicks="centre")

@@ -8,13 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llava3d_ros.synthetic.render import render_scene
-from llava3d_ros.synthetic.scenes import CATEGORIES, make_scene
+from llava3d_ros.synthetic.scenes import CATEGORIES, Box, make_scene
 from llava3d_ros.synthetic.tasks import (
     CLICK,
     TASK_KINDS,
     format_box,
     format_number,
     make_tasks,
+    surface_click,
     visible_pixels,
 )
 
@@ -96,3 +97,47 @@ def test_unknown_kind_raises():
     with pytest.raises(ValueError, match="unknown task kinds"):
         make_tasks(make_scene(0), np.random.default_rng(0), ("colour",))
     assert "ground" in TASK_KINDS
+
+
+def _surface_distance(point: np.ndarray, prim) -> float:
+    """Distance from ``point`` to the surface of a Box or Cylinder primitive."""
+    if isinstance(prim, Box):
+        inside = np.all(point >= prim.lo) and np.all(point <= prim.hi)
+        if inside:
+            return float(min((point - prim.lo).min(), (prim.hi - point).min()))
+        return float(
+            np.linalg.norm(np.maximum(prim.lo - point, 0) + np.maximum(point - prim.hi, 0))
+        )
+    r = float(np.hypot(point[0] - prim.cx, point[1] - prim.cy))
+    dr, dz = r - prim.radius, max(prim.z0 - point[2], point[2] - prim.z1)
+    if dr <= 0 and dz <= 0:
+        return -max(dr, dz)
+    return float(np.hypot(max(dr, 0), max(dz, 0)))
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 10**6))
+def test_surface_clicks_land_on_the_seen_surface_of_the_clicked_object(seed):
+    scene = make_scene(seed)
+    views = render_scene(scene, 4, 64)
+    seen = visible_pixels(views, len(scene.objects))
+    tasks = make_tasks(scene, np.random.default_rng(seed), visible=seen, surface=views)
+    inside = make_tasks(scene, np.random.default_rng(seed), visible=seen)
+    assert [(t.kind, t.target) for t in tasks] == [(t.kind, t.target) for t in inside]
+    clicked = [t for t in tasks if t.kind in ("caption", "color", "category")]
+    assert clicked
+    for t in clicked:
+        obj, point = scene.objects[t.target], t.clicks[0].astype(float)
+        # on the clicked object's skin (render depth is exact up to float32), nowhere else
+        on = min(_surface_distance(point, p) for p in obj.primitives)
+        assert on < 2e-3, (t.target, point, on)
+        for j, other in enumerate(scene.objects):
+            if j != t.target:
+                assert min(_surface_distance(point, p) for p in other.primitives) > on
+
+
+def test_surface_click_is_none_for_an_unseen_object():
+    scene = make_scene(3)
+    views = render_scene(scene, 2, 32)
+    views.labels[:] = -1
+    assert surface_click(views, 0, np.random.default_rng(0)) is None

@@ -1,0 +1,123 @@
+"""The click-binding loss: right token positions, and the model's own layer-0 attention."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from llava3d_ros.geometry.voxels import VoxelAssignment, pool_features
+from llava3d_ros.synthetic.batches import (
+    TurnEncoder,
+    binding_targets,
+    build_batch,
+    prepare_scene,
+    scene_order,
+)
+from llava3d_ros.synthetic.dataset import DataConfig, generate
+from llava3d_ros.synthetic.train import (
+    TrainConfig,
+    binding_loss,
+    build_model,
+    capture_input,
+    pick_tasks,
+    scene_features,
+    train,
+)
+from llava3d_ros.synthetic.vocab import build_tokenizer
+
+DATA = DataConfig(n_views=3, resolution=48, patch=8, clicks="surface")
+CFG = TrainConfig(hidden=32, layers=2, heads=2, mm_hidden=16, vision_hidden=16, max_scene_tokens=60)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    torch.manual_seed(0)
+    samples = generate([4, 5, 6], DATA)
+    tok = build_tokenizer([x for s in samples for t in s.tasks for x in (t.question, t.answer)])
+    bundle = build_model(CFG, tok, DATA, "cpu")
+    scenes = [
+        prepare_scene(s, scene_features(bundle, s), voxel_size=0.2, max_tokens=60, seed=0)
+        for s in samples
+    ]
+    rng = random.Random(3)
+    picks = [2, 0, 1, 2]
+    tasks = [pick_tasks(samples[i], CFG.kinds, 4, rng) for i in picks]
+    orders = [rng.randrange(2**31) for _ in picks]
+    encoder = TurnEncoder(tok)
+    picked = [scenes[i] for i in picks]
+    embeds, _ = build_batch(bundle, encoder, picked, tasks, orders)
+    targets = binding_targets(encoder, picked, tasks, orders, margin=0.1)
+    return bundle, picked, tasks, orders, embeds, targets
+
+
+def test_targets_point_at_the_click_tokens_and_the_clicked_objects_voxels(batch):
+    bundle, scenes, tasks, orders, embeds, targets = batch
+    clicks = [(b, t) for b, ts in enumerate(tasks) for t in ts for _ in range(len(t.clicks))]
+    assert len(targets) == len(clicks) > 0  # surface clicks: every clicked object has tokens
+    for target, (b, task) in zip(targets, clicks, strict=True):
+        assert target.sequence == b
+        want = bundle.lm.click_tokens(torch.from_numpy(task.clicks))[0]
+        assert torch.allclose(embeds[b, target.click], want, atol=1e-6)
+        # back from sequence positions to voxels: all in the clicked object's box (+10 cm)
+        scene = scenes[b]
+        perm = scene_order(scene.num_voxels, orders[b]).numpy()
+        first_scene = _scene_start(embeds[b], bundle, scene, perm)
+        voxels = perm[target.object_tokens - first_scene]
+        box = scene.sample.boxes[task.target]
+        lo, hi = box[:3] - box[3:] / 2 - 0.1, box[:3] + box[3:] / 2 + 0.1
+        assert np.all((scene.centers[voxels] >= lo) & (scene.centers[voxels] <= hi))
+        # and no voxel of that box is left out
+        inside = np.all((scene.centers >= lo) & (scene.centers <= hi), axis=1)
+        assert set(voxels) == set(np.flatnonzero(inside))
+
+
+def _scene_start(seq: torch.Tensor, bundle, scene, perm: np.ndarray) -> int:
+    """Sequence position of the first scene token (found by matching its embedding)."""
+    lm = bundle.lm
+    empty = torch.empty(0)
+    pooled = pool_features(
+        scene.feats + lm.patch_pos_mlp(scene.xyz),
+        VoxelAssignment(scene.patch_to_voxel, empty, empty, scene.num_voxels),
+    )
+    first = lm.model.mm_projector(pooled)[perm[0]]
+    hits = [i for i in range(len(seq)) if torch.allclose(seq[i], first, atol=1e-5)]
+    assert len(hits) == 1
+    return hits[0]
+
+
+def test_loss_is_the_models_own_head0_attention_in_layers_0_and_1(batch):
+    bundle, _, _, _, embeds, targets = batch
+    lm = bundle.lm
+    impl = lm.config._attn_implementation
+    lm.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad(), capture_input(lm.model.layers[1]) as layer1_input:
+            att = lm(inputs_embeds=embeds, output_attentions=True).attentions  # (B, heads, T, T)
+            loss = binding_loss(bundle, embeds, layer1_input[0], targets)
+    finally:
+        lm.config._attn_implementation = impl
+    for t in targets:  # the answer is read after its click
+        assert t.click < t.answer
+    hop1 = [float(att[0][t.sequence, 0, t.click, t.object_tokens].sum()) for t in targets]
+    hop2 = [float(att[1][t.sequence, 0, t.answer, t.click]) for t in targets]
+    want = -0.5 * (np.mean(np.log(hop1)) + np.mean(np.log(hop2)))
+    assert float(loss) == pytest.approx(want, rel=1e-4)
+    # head 1 attends elsewhere: the comparison above really singles out head 0
+    other = [float(att[0][t.sequence, 1, t.click, t.object_tokens].sum()) for t in targets]
+    assert not np.allclose(other, hop1, rtol=1e-2)
+
+
+def test_training_with_the_loss_points_both_heads_where_it_should(batch):
+    _, scenes, _, _, _, _ = batch
+    samples = [s.sample for s in scenes[:3]]
+    cfg = replace(
+        CFG, steps=120, batch=3, questions=2, kinds=("color",), bind_loss=1.0, warmup=5, lr=3e-3
+    )
+    _, log = train(cfg, samples, DATA, None, progress=False)
+    first = np.mean([r["bind_loss"] for r in log[:5]])
+    last = np.mean([r["bind_loss"] for r in log[-5:]])
+    assert last < 0.25 * first, (first, last)
