@@ -8,6 +8,10 @@ Prints click-colour accuracy on 16 training variants and on ``--held-out`` new o
 nothing, the position path or the click embedding zeroed, and with ``--curve N`` the held-out
 accuracy (teacher-forced) every N steps.
 
+``--clicks surface`` puts clicks on the object's seen surface (a clicked pixel unprojected with
+its depth, as in the node) instead of inside it; ``--bind-loss W`` adds the training-only
+click-binding loss (``train.binding_loss``) with weight W.
+
 Run: .venv/bin/python bench/probe_position_binding.py recolour --objects 2 --steps 6000 --curve 500
      .venv/bin/python bench/probe_position_binding.py recolour --objects 2 --steps 6000 \
          --click-encoding mlp --rope-theta 1e4 --fourier-freqs 4 --fourier-wavelength 2

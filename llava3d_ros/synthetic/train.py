@@ -377,6 +377,8 @@ def train(
         texts += [t.answer for s in train_samples for t in s.tasks]
         tok = build_tokenizer(texts)
         bundle = build_model(cfg, tok, data_cfg, device)
+    if cfg.bind_loss > 0 and len(bundle.lm.model.layers) < 2:
+        raise ValueError("the click-binding loss supervises layers 0 and 1: needs >= 2 layers")
     bundle.lm.train()
     for p in bundle.vision.parameters():
         p.requires_grad_(False)
@@ -427,14 +429,17 @@ def train(
                 task_lists.append(tasks)
                 orders.append(order)
         embeds, labels = build_batch(bundle, encoder, picked, task_lists, orders)
-        with capture_input(bundle.lm.model.layers[1]) as layer1_input:
-            loss, stats = batch_loss(bundle, embeds, labels)
+        targets = []
         if cfg.bind_loss > 0:
             targets = binding_targets(encoder, picked, task_lists, orders, cfg.bind_margin)
-            if targets:
-                bind = binding_loss(bundle, embeds, layer1_input[0], targets)
-                loss = loss + cfg.bind_loss * bind
-                stats["bind_loss"] = float(bind.detach())
+        if targets:
+            with capture_input(bundle.lm.model.layers[1]) as layer1_input:
+                loss, stats = batch_loss(bundle, embeds, labels)
+            bind = binding_loss(bundle, embeds, layer1_input[0], targets)
+            loss = loss + cfg.bind_loss * bind
+            stats["bind_loss"] = float(bind.detach())
+        else:
+            loss, stats = batch_loss(bundle, embeds, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

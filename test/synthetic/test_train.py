@@ -75,3 +75,22 @@ def test_cli_refuses_a_patch_that_does_not_tile_the_image(tmp_path):
 
     with pytest.raises(SystemExit):
         main(["--data", "300000", "--out", str(tmp_path), "--patch", "15"])
+
+
+def test_cli_surface_clicks_and_binding_loss_reach_the_run(tmp_path):
+    import csv
+    import json
+
+    from llava3d_ros.synthetic.train import main
+
+    out = tmp_path / "ckpt"
+    args = ["--data", "300000", "--out", str(out), "--steps", "2", "--batch", "2"]
+    args += ["--hidden", "32", "--layers", "2", "--heads", "2", "--mm-hidden", "16"]
+    args += ["--vision-hidden", "16", "--workers", "1", "--kinds", "color"]
+    main([*args, "--clicks", "surface", "--bind-loss", "0.5"])
+    meta = json.loads((out / "training" / "meta.json").read_text())
+    assert meta["data"]["clicks"] == "surface" and meta["train"]["bind_loss"] == 0.5
+    rows = list(csv.DictReader((out / "training" / "log.csv").open()))
+    assert len(rows) == 2 and all(float(r["bind_loss"]) > 0 for r in rows)
+    with pytest.raises(ValueError, match="needs >= 2 layers"):
+        main([*args, "--layers", "1", "--bind-loss", "0.5"])
