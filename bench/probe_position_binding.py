@@ -10,7 +10,7 @@ accuracy (teacher-forced) every N steps.
 
 ``--clicks surface`` puts clicks on the object's seen surface (a clicked pixel unprojected with
 its depth, as in the node) instead of inside it; ``--bind-loss W`` adds the training-only
-click-binding loss (``train.binding_loss``) with weight W.
+click-binding loss (``synthetic/binding.py``) with weight W.
 
 Run: .venv/bin/python bench/probe_position_binding.py recolour --objects 2 --steps 6000 --curve 500
      .venv/bin/python bench/probe_position_binding.py recolour --objects 2 --steps 6000 \

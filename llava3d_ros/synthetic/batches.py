@@ -106,48 +106,6 @@ def scene_order(n: int, order_seed: int | None) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(order_seed))
 
 
-@dataclass
-class BindingTarget:
-    """A click token and the scene tokens of the object it clicks, as positions in a sequence."""
-
-    sequence: int
-    click: int
-    object_tokens: np.ndarray  # (M,) int64
-    answer: int  # the position whose logits predict the first token of the click's answer
-
-
-def binding_targets(
-    encoder: TurnEncoder,
-    scenes: list[PreparedScene],
-    tasks: list[list[Task]],
-    orders: list[int | None],
-    margin: float,
-) -> list[BindingTarget]:
-    """Where ``build_batch`` puts each click, which scene tokens lie in the clicked object's box
-    grown by ``margin`` metres (clicks whose object has no such token are skipped), and
-    which position predicts the click's answer."""
-    out = []
-    for b, (scene, ts, order) in enumerate(zip(scenes, tasks, orders, strict=True)):
-        pre, post, labels = encoder.encode(ts)
-        start = len(pre) + scene.num_voxels
-        click_pos = start + np.flatnonzero(np.asarray(post) == BOX_TOKEN_INDEX)
-        supervised = np.asarray(labels) != IGNORE
-        answer_starts = np.flatnonzero(supervised & ~np.r_[False, supervised[:-1]])
-        targets = [t.target for t in ts for _ in range(len(t.clicks))]
-        answers = [start + a - 1 for a, t in zip(answer_starts, ts, strict=True) for _ in t.clicks]
-        # sequence position of each voxel: the inverse of the shuffle
-        at = np.empty(scene.num_voxels, dtype=np.int64)
-        at[scene_order(scene.num_voxels, order).numpy()] = np.arange(scene.num_voxels)
-        for pos, target, answer in zip(click_pos, targets, answers, strict=True):
-            box = scene.sample.boxes[target]
-            lo, hi = box[:3] - box[3:] / 2 - margin, box[:3] + box[3:] / 2 + margin
-            inside = np.all((scene.centers >= lo) & (scene.centers <= hi), axis=1)
-            if inside.any():
-                tokens = len(pre) + at[np.flatnonzero(inside)]
-                out.append(BindingTarget(b, int(pos), tokens, int(answer)))
-    return out
-
-
 def build_batch(
     bundle: ModelBundle,
     encoder: TurnEncoder,

@@ -18,15 +18,12 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers.models.llama.modeling_llama import rotate_half
 
 from llava3d_ros.model.llava3d import clip_patch_features
 from llava3d_ros.model.loader import ModelBundle, load_bundle
@@ -38,13 +35,8 @@ from llava3d_ros.model.prompts import (
 )
 from llava3d_ros.model.tiny import random_bundle, tiny_config, tiny_vision_config, write_checkpoint
 from llava3d_ros.model.tokenizer import SpTokenizer
-from llava3d_ros.synthetic.batches import (
-    BindingTarget,
-    TurnEncoder,
-    binding_targets,
-    build_batch,
-    prepare_scene,
-)
+from llava3d_ros.synthetic.batches import TurnEncoder, build_batch, prepare_scene
+from llava3d_ros.synthetic.binding import binding_loss, binding_targets, capture_input
 from llava3d_ros.synthetic.dataset import (
     CLICK_MODES,
     DataConfig,
@@ -216,73 +208,6 @@ def sequence_embeds(
     embeds = torch.cat([prefix, scene, text])
     ignore = torch.full((len(pre) + len(scene),), -100, device=dev)
     return embeds, torch.cat([ignore, torch.tensor(labels, device=dev)])
-
-
-def head0_attention_loss(
-    bundle: ModelBundle,
-    hidden: torch.Tensor,
-    layer: int,
-    rows: list[tuple[int, int, np.ndarray]],
-) -> torch.Tensor:
-    """Mean −log of the attention head 0 of ``layer`` pays from (sequence, position) to the
-    given key positions; ``hidden`` (B, T, H) is that layer's input."""
-    dec = bundle.lm.model.layers[layer]
-    attn, dev = dec.self_attn, hidden.device
-    d = attn.head_dim
-    b_idx = torch.tensor([r[0] for r in rows], device=dev)
-    q_pos = torch.tensor([r[1] for r in rows], device=dev)
-    h = dec.input_layernorm(hidden[b_idx])  # (K, T, H)
-    q = attn.q_proj(h[torch.arange(len(rows), device=dev), q_pos])[:, :d]  # head 0
-    k = attn.k_proj(h)[..., :d]
-    positions = torch.arange(h.shape[1], device=dev)[None]
-    cos, sin = bundle.lm.model.rotary_emb(h, positions)
-    k = k * cos + rotate_half(k) * sin
-    q = q * cos[0, q_pos] + rotate_half(q) * sin[0, q_pos]
-    logits = torch.einsum("kd,ktd->kt", q, k) * d**-0.5
-    logp = logits.masked_fill(positions > q_pos[:, None], float("-inf")).log_softmax(-1)
-    wanted = torch.zeros_like(logp, dtype=torch.bool)
-    for i, (_, _, keys) in enumerate(rows):
-        wanted[i, torch.as_tensor(keys, device=dev)] = True
-    return -torch.logsumexp(logp.masked_fill(~wanted, float("-inf")), -1).mean()
-
-
-def binding_loss(
-    bundle: ModelBundle,
-    embeds: torch.Tensor,
-    layer1_input: torch.Tensor,
-    targets: list[BindingTarget],
-) -> torch.Tensor:
-    """Training-only auxiliary loss on two attention hops of head 0: in layer 0 from each click
-    token to the clicked object's scene tokens, in layer 1 from the position that predicts the
-    answer to that click token (mean of both −log attention masses).
-
-    Answering about a clicked object needs both hops, i.e. query/key projections that match
-    3D position codes and then find the click. Without help they appear late and suddenly
-    (the binding probes sit near chance for thousands of steps first); supervising one
-    head per hop teaches them directly. The model, its forward pass and the checkpoint
-    format are unchanged.
-    """
-    hop1 = [(t.sequence, t.click, t.object_tokens) for t in targets]
-    hop2 = [(t.sequence, t.answer, np.array([t.click])) for t in targets]
-    return 0.5 * (
-        head0_attention_loss(bundle, embeds, 0, hop1)
-        + head0_attention_loss(bundle, layer1_input, 1, hop2)
-    )
-
-
-@contextmanager
-def capture_input(module: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the hidden states ``module`` is called with (a decoder layer's input)."""
-    seen: list[torch.Tensor] = []
-
-    def hook(_mod, args, kwargs):
-        seen.append(args[0] if args else kwargs["hidden_states"])
-
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 def pad_batch(

@@ -10,19 +10,12 @@ import pytest
 import torch
 
 from llava3d_ros.geometry.voxels import VoxelAssignment, pool_features
-from llava3d_ros.synthetic.batches import (
-    TurnEncoder,
-    binding_targets,
-    build_batch,
-    prepare_scene,
-    scene_order,
-)
+from llava3d_ros.synthetic.batches import TurnEncoder, build_batch, prepare_scene, scene_order
+from llava3d_ros.synthetic.binding import binding_loss, binding_targets, capture_input
 from llava3d_ros.synthetic.dataset import DataConfig, generate
 from llava3d_ros.synthetic.train import (
     TrainConfig,
-    binding_loss,
     build_model,
-    capture_input,
     pick_tasks,
     scene_features,
     train,

@@ -1,0 +1,125 @@
+"""The click-binding loss: a training-only aid that supervises two attention hops.
+
+Answering about a clicked object needs a click token to find the scene tokens at its 3D
+place (query/key projections that match position codes) and the answer to find the click.
+Without help both appear late and suddenly: the binding probes sit near chance for
+thousands of steps first. ``binding_loss`` supervises head 0 of layer 0 (click → the
+clicked object's scene tokens) and head 0 of layer 1 (answer → click). The model, its
+forward pass and the checkpoint format are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers.models.llama.modeling_llama import rotate_half
+
+from llava3d_ros.model.loader import ModelBundle
+from llava3d_ros.model.prompts import BOX_TOKEN_INDEX
+from llava3d_ros.synthetic.batches import IGNORE, PreparedScene, TurnEncoder, scene_order
+from llava3d_ros.synthetic.tasks import Task
+
+
+@dataclass
+class BindingTarget:
+    """A click token and the scene tokens of the object it clicks, as positions in a sequence."""
+
+    sequence: int
+    click: int
+    object_tokens: np.ndarray  # (M,) int64
+    answer: int  # the position whose logits predict the first token of the click's answer
+
+
+def binding_targets(
+    encoder: TurnEncoder,
+    scenes: list[PreparedScene],
+    tasks: list[list[Task]],
+    orders: list[int | None],
+    margin: float,
+) -> list[BindingTarget]:
+    """Where ``build_batch`` puts each click, which scene tokens lie in the clicked object's box
+    grown by ``margin`` metres (clicks whose object has no such token are skipped), and
+    which position predicts the click's answer."""
+    out = []
+    for b, (scene, ts, order) in enumerate(zip(scenes, tasks, orders, strict=True)):
+        pre, post, labels = encoder.encode(ts)
+        start = len(pre) + scene.num_voxels
+        click_pos = start + np.flatnonzero(np.asarray(post) == BOX_TOKEN_INDEX)
+        supervised = np.asarray(labels) != IGNORE
+        answer_starts = np.flatnonzero(supervised & ~np.r_[False, supervised[:-1]])
+        targets = [t.target for t in ts for _ in range(len(t.clicks))]
+        answers = [start + a - 1 for a, t in zip(answer_starts, ts, strict=True) for _ in t.clicks]
+        # sequence position of each voxel: the inverse of the shuffle
+        at = np.empty(scene.num_voxels, dtype=np.int64)
+        at[scene_order(scene.num_voxels, order).numpy()] = np.arange(scene.num_voxels)
+        for pos, target, answer in zip(click_pos, targets, answers, strict=True):
+            box = scene.sample.boxes[target]
+            lo, hi = box[:3] - box[3:] / 2 - margin, box[:3] + box[3:] / 2 + margin
+            inside = np.all((scene.centers >= lo) & (scene.centers <= hi), axis=1)
+            if inside.any():
+                tokens = len(pre) + at[np.flatnonzero(inside)]
+                out.append(BindingTarget(b, int(pos), tokens, int(answer)))
+    return out
+
+
+def head0_attention_loss(
+    bundle: ModelBundle,
+    hidden: torch.Tensor,
+    layer: int,
+    rows: list[tuple[int, int, np.ndarray]],
+) -> torch.Tensor:
+    """Mean −log of the attention head 0 of ``layer`` pays from (sequence, position) to the
+    given key positions; ``hidden`` (B, T, H) is that layer's input."""
+    dec = bundle.lm.model.layers[layer]
+    attn, dev = dec.self_attn, hidden.device
+    d = attn.head_dim
+    b_idx = torch.tensor([r[0] for r in rows], device=dev)
+    q_pos = torch.tensor([r[1] for r in rows], device=dev)
+    h = dec.input_layernorm(hidden[b_idx])  # (K, T, H)
+    q = attn.q_proj(h[torch.arange(len(rows), device=dev), q_pos])[:, :d]  # head 0
+    k = attn.k_proj(h)[..., :d]
+    positions = torch.arange(h.shape[1], device=dev)[None]
+    cos, sin = bundle.lm.model.rotary_emb(h, positions)
+    k = k * cos + rotate_half(k) * sin
+    q = q * cos[0, q_pos] + rotate_half(q) * sin[0, q_pos]
+    logits = torch.einsum("kd,ktd->kt", q, k) * d**-0.5
+    logp = logits.masked_fill(positions > q_pos[:, None], float("-inf")).log_softmax(-1)
+    wanted = torch.zeros_like(logp, dtype=torch.bool)
+    for i, (_, _, keys) in enumerate(rows):
+        wanted[i, torch.as_tensor(keys, device=dev)] = True
+    return -torch.logsumexp(logp.masked_fill(~wanted, float("-inf")), -1).mean()
+
+
+def binding_loss(
+    bundle: ModelBundle,
+    embeds: torch.Tensor,
+    layer1_input: torch.Tensor,
+    targets: list[BindingTarget],
+) -> torch.Tensor:
+    """Mean of both hops' −log attention mass: head 0 of layer 0 from each click token to the
+    clicked object's scene tokens, head 0 of layer 1 from the answer position to the click."""
+    hop1 = [(t.sequence, t.click, t.object_tokens) for t in targets]
+    hop2 = [(t.sequence, t.answer, np.array([t.click])) for t in targets]
+    return 0.5 * (
+        head0_attention_loss(bundle, embeds, 0, hop1)
+        + head0_attention_loss(bundle, layer1_input, 1, hop2)
+    )
+
+
+@contextmanager
+def capture_input(module: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect the hidden states ``module`` is called with (a decoder layer's input)."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_mod, args, kwargs):
+        seen.append(args[0] if args else kwargs["hidden_states"])
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
