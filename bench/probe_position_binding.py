@@ -49,6 +49,7 @@ TUNABLE = (
     "fourier_freqs",
     "fourier_wavelength",  # metres
     "bind_loss",  # weight of the click-binding attention loss (0 = off)
+    "bind_margin",  # metres around the clicked object's box whose tokens count as it
 )
 
 
