@@ -70,7 +70,9 @@ def ablation(bundle: ModelBundle, name: str) -> Iterator[None]:
         lm.__dict__.pop("click_tokens", None)
 
 
-def data_config_for(bundle: ModelBundle, n_views: int = 0, clicks: str = "inside") -> DataConfig:
+def data_config_for(
+    bundle: ModelBundle, n_views: int = 0, clicks: str = DataConfig.clicks
+) -> DataConfig:
     """Render at the tower's own image size and patch grid (what the model was trained on)."""
     vcfg = bundle.vision.config
     views = n_views or int(getattr(bundle.lm.config, "num_frames", 8))
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--clicks",
         choices=CLICK_MODES,
-        default="inside",
+        default=DataConfig.clicks,
         help="click points inside the object, or on its seen surface (as a click on an image gives)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
