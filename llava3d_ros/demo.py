@@ -50,9 +50,9 @@ def _pick_tasks(scene, rendered) -> list:
     from llava3d_ros.synthetic.tasks import make_tasks, visible_pixels
 
     rng = np.random.default_rng([HELD_OUT_SEED, 3])
-    tasks = make_tasks(
-        scene, rng, ("caption", "count", "ground"), visible_pixels(rendered, len(scene.objects))
-    )
+    visible = visible_pixels(rendered, len(scene.objects))
+    # Clicks on the seen surface: a clicked pixel unprojected with its depth, as a user's gives.
+    tasks = make_tasks(scene, rng, ("caption", "count", "ground"), visible, surface=rendered)
     chosen = []
     for kind in ("caption", "count", "ground"):
         of_kind = [t for t in tasks if t.kind == kind]
@@ -157,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             "--ros-args",
             "-p",
             "keyframe_min_translation_m:=0.0",
+            "-p",  # every published view is a keyframe and is taken in (as in eval-synthetic)
+            "keyframe_min_rotation_deg:=0.0",
+            "-p",
+            "ingest_rate_hz:=0.0",
             "-p",
             f"num_views:={args.views}",
             "--log-level",
@@ -218,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  -> {ResultCode(answer.code).name}: {answer.message}")
                 continue
             print(
-                f"  model ({answer.model}): {answer.text!r}  [{a.seconds:.2f} s, {answer.scene_tokens} scene tokens]"
+                f"  model ({answer.model}): {answer.text!r}  [{a.seconds:.2f} s, "
+                f"{answer.scene_tokens} scene tokens from {len(answer.view_stamps)} views]"
             )
             print(f"  truth: {task.answer}")
             for b, o in zip(a.boxes, answer.objects, strict=True):

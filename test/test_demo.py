@@ -30,4 +30,7 @@ def test_demo_runs_the_embedded_model_end_to_end(ros_env: dict[str, str], tmp_pa
         assert kind in out.stdout
     assert out.stdout.count(f"model ({name}") == 3  # every answer names the embedded model
     assert out.stdout.count("truth:") == 3
+    # every published view reaches the model, as in eval-synthetic (the node's ingest-rate
+    # and keyframe gates once kept about half of them)
+    assert out.stdout.count("scene tokens from 8 views]") == 3
     assert picture.stat().st_size > 10_000

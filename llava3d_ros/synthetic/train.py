@@ -48,7 +48,7 @@ from llava3d_ros.synthetic.dataset import (
 from llava3d_ros.synthetic.tasks import Task
 from llava3d_ros.synthetic.vocab import build_tokenizer
 
-MODEL_NAME = "tiny-llava3d-synthetic"
+MODEL_NAME = "tiny-llava3d trained-on-synthetic-scenes"  # Answer.model of the embedded default
 SHORT_KINDS = ("color", "category", "count")  # the curriculum's first phase
 
 
