@@ -169,15 +169,25 @@ def main(argv: list[str] | None = None) -> None:
         default=DataConfig.clicks,
         help="click points inside the object, or on its seen surface (as a click on an image gives)",
     )
+    p.add_argument(
+        "--views",
+        type=int,
+        default=0,
+        help="views per scene (default 0: the model's num_frames, what it was trained on)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = p.parse_args(argv)
+    if a.views < 0:
+        p.error(f"--views must be 0 (the model's own) or positive, not {a.views}")
     bundle = load_bundle(
         a.model, a.vision or a.model / "vision_tower", dtype="fp32", device=a.device
     )
-    samples = generate(parse_seeds(a.seeds), data_config_for(bundle, clicks=a.clicks), a.workers)
+    data = data_config_for(bundle, n_views=a.views, clicks=a.clicks)
+    samples = generate(parse_seeds(a.seeds), data, a.workers)
     results = evaluate(bundle, samples, tuple(a.ablations.split(",")))
     print(
-        f"model: {bundle.model_id}; {len(samples)} held-out scenes ({a.seeds}), clicks: {a.clicks}"
+        f"model: {bundle.model_id}; {len(samples)} held-out scenes ({a.seeds}), "
+        f"{data.n_views} views, clicks: {a.clicks}"
     )
     print(format_table(results))
     if a.json:

@@ -56,3 +56,19 @@ def test_recoloured_room_from_the_same_poses_is_not_answered_from_the_cache(firs
     stale.answer(b.model_views(), q.question, "", list(q.clicks), 1)
     assert stale.prefix_hits == 1
     assert not torch.allclose(first_logits[-1], own[0])
+
+
+def test_cli_views_reach_the_scenes_and_the_report(tmp_path, capsys) -> None:
+    import json
+
+    from llava3d_ros.synthetic.evaluate import main
+
+    out = tmp_path / "r.json"
+    main(
+        ["--seeds", "200000", "--ablations", "none", "--views", "3", "--workers", "1"]
+        + ["--clicks", "surface", "--json", str(out)]
+    )
+    assert "1 held-out scenes (200000), 3 views, clicks: surface" in capsys.readouterr().out
+    assert json.loads(out.read_text())["none"]["questions"] > 0
+    with pytest.raises(SystemExit):
+        main(["--seeds", "200000", "--views", "-1"])
