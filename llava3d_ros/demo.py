@@ -63,6 +63,44 @@ def _pick_tasks(scene, rendered) -> list:
     return chosen
 
 
+def _publish_until_taken(pub, client, rendered, timeout: float, rounds: int = 4) -> int:
+    """Publish every view, then again (later stamps) any the node's scene lacks; views resent.
+
+    Sensor topics are best-effort, so on a loaded machine a frame can be lost; a probe query's
+    ``view_stamps`` tell which views the node holds.
+    """
+    from llava3d_ros.answer import ResultCode
+    from llava3d_ros.ros.client import make_prompt
+    from llava3d_ros.ros.convert import stamp_to_ns
+
+    view_of: dict[int, int] = {}  # stamp → view index
+    todo, resent, stamp = list(range(len(rendered.rgb))), 0, 1_000_000_000
+    for attempt in range(rounds):
+        for i in todo:
+            pub.publish(
+                rendered.rgb[i],
+                rendered.depth[i].astype(np.float32),
+                rendered.intrinsics,
+                rendered.cam_to_world[i],
+                stamp_ns=stamp,
+            )
+            view_of[stamp] = i
+            stamp += 100_000_000
+            time.sleep(0.1)
+        resent += len(todo) if attempt else 0
+        time.sleep(0.5)
+        probe = client.query(make_prompt(question="How many rooms?", max_new_tokens=1), timeout)
+        if probe.code != ResultCode.OK:  # e.g. no scene yet: look again, resend nothing
+            todo = []
+            time.sleep(1.0)
+            continue
+        held = {view_of.get(stamp_to_ns(t)) for t in probe.view_stamps}
+        todo = [i for i in range(len(rendered.rgb)) if i not in held]
+        if not todo:
+            break
+    return resent
+
+
 def _picture(path: Path, scene, rendered, asked: list[Asked]) -> None:
     import matplotlib
 
@@ -181,16 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         client = Llava3dClient(context=context)
         client.wait_for_node(args.timeout)
-        for i in range(len(rendered.rgb)):
-            pub.publish(
-                rendered.rgb[i],
-                rendered.depth[i].astype(np.float32),
-                rendered.intrinsics,
-                rendered.cam_to_world[i],
-                stamp_ns=1_000_000_000 + i * 100_000_000,
-            )
-            time.sleep(0.1)
-        time.sleep(0.5)
+        resent = _publish_until_taken(pub, client, rendered, args.timeout)
+        if resent:
+            print(f"(sent {resent} views again: the node had not taken them in the first time)")
         asked = []
         for task in _pick_tasks(scene, rendered):
             a = Asked(task.kind, task.question, task.answer, task.box)
