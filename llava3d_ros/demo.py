@@ -74,8 +74,8 @@ def _publish_until_taken(pub, client, rendered, timeout: float, rounds: int = 4)
     from llava3d_ros.ros.convert import stamp_to_ns
 
     view_of: dict[int, int] = {}  # stamp → view index
-    todo, resent, stamp = list(range(len(rendered.rgb))), 0, 1_000_000_000
-    for attempt in range(rounds):
+    todo, stamp = list(range(len(rendered.rgb))), 1_000_000_000
+    for _ in range(rounds):
         for i in todo:
             pub.publish(
                 rendered.rgb[i],
@@ -87,7 +87,6 @@ def _publish_until_taken(pub, client, rendered, timeout: float, rounds: int = 4)
             view_of[stamp] = i
             stamp += 100_000_000
             time.sleep(0.1)
-        resent += len(todo) if attempt else 0
         time.sleep(0.5)
         probe = client.query(make_prompt(question="How many rooms?", max_new_tokens=1), timeout)
         if probe.code != ResultCode.OK:  # e.g. no scene yet: look again, resend nothing
@@ -98,7 +97,7 @@ def _publish_until_taken(pub, client, rendered, timeout: float, rounds: int = 4)
         todo = [i for i in range(len(rendered.rgb)) if i not in held]
         if not todo:
             break
-    return resent
+    return len(view_of) - len(rendered.rgb)  # views published more than once
 
 
 def _picture(path: Path, scene, rendered, asked: list[Asked]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import filecmp
-import json
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,6 @@ from llava3d_ros.synthetic.dataset import DataConfig, generate
 from llava3d_ros.synthetic.train import TrainConfig, train
 
 EMBEDDED = Path(__file__).resolve().parents[2] / "llava3d_ros" / "assets" / "tiny_model"
-_TOWER = json.loads((EMBEDDED / "vision_tower" / "config.json").read_text())
-SHIPPED_DATA = DataConfig(resolution=_TOWER["image_size"], patch=_TOWER["patch_size"])
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -27,13 +24,22 @@ def _weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def samples():
-    return generate([300_000], SHIPPED_DATA)
+def shipped_data() -> DataConfig:
+    """The shipped model's image geometry, as eval-synthetic derives it."""
+    from llava3d_ros.model.loader import load_bundle
+    from llava3d_ros.synthetic.evaluate import data_config_for
+
+    return data_config_for(load_bundle(EMBEDDED, EMBEDDED / "vision_tower", dtype="fp32"))
 
 
-def test_init_from_the_shipped_model_keeps_it(samples, tmp_path):
+@pytest.fixture(scope="module")
+def samples(shipped_data):
+    return generate([300_000], shipped_data)
+
+
+def test_init_from_the_shipped_model_keeps_it(samples, shipped_data, tmp_path):
     cfg = TrainConfig(steps=1, batch=1, questions=1, lr=0.0, warmup=1)
-    train(cfg, samples, SHIPPED_DATA, tmp_path, progress=False, init=EMBEDDED)
+    train(cfg, samples, shipped_data, tmp_path, progress=False, init=EMBEDDED)
     before, after = _weights(EMBEDDED), _weights(tmp_path)
     assert before.keys() == after.keys()
     for k in before:
@@ -41,9 +47,9 @@ def test_init_from_the_shipped_model_keeps_it(samples, tmp_path):
     assert filecmp.cmp(EMBEDDED / "tokenizer.model", tmp_path / "tokenizer.model", shallow=False)
 
 
-def test_init_trains_every_part_after_the_tower(samples):
+def test_init_trains_every_part_after_the_tower(samples, shipped_data):
     cfg = TrainConfig(steps=2, batch=1, questions=2, lr=1e-3, warmup=1)
-    bundle, log = train(cfg, samples, SHIPPED_DATA, None, progress=False, init=EMBEDDED)
+    bundle, log = train(cfg, samples, shipped_data, None, progress=False, init=EMBEDDED)
     assert len(log) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
     before = _weights(EMBEDDED)
     state = bundle.lm.state_dict()
