@@ -6,6 +6,10 @@ Without help both appear late and suddenly: the binding probes sit near chance f
 thousands of steps first. ``binding_loss`` supervises head 0 of layer 0 (click → the
 clicked object's scene tokens) and head 0 of layer 1 (answer → click). The model, its
 forward pass and the checkpoint format are unchanged.
+
+``query_loss`` does the same for questions without a click: head 1 of layer 1 from the
+positions that write a grounding answer to the described object's scene tokens, and from
+the position that writes a count to the scene tokens of every object of that category.
 """
 
 from __future__ import annotations
@@ -21,7 +25,34 @@ from transformers.models.llama.modeling_llama import rotate_half
 from llava3d_ros.model.loader import ModelBundle
 from llava3d_ros.model.prompts import BOX_TOKEN_INDEX
 from llava3d_ros.synthetic.batches import IGNORE, PreparedScene, TurnEncoder, scene_order
+from llava3d_ros.synthetic.scenes import CATEGORIES
 from llava3d_ros.synthetic.tasks import Task
+
+
+def _token_positions(scene: PreparedScene, pre_len: int, order: int | None) -> np.ndarray:
+    """Sequence position of each of the scene's voxels: the inverse of the shuffle."""
+    at = np.empty(scene.num_voxels, dtype=np.int64)
+    at[scene_order(scene.num_voxels, order).numpy()] = np.arange(scene.num_voxels)
+    return pre_len + at
+
+
+def _tokens_in(
+    scene: PreparedScene, at: np.ndarray, boxes: np.ndarray, margin: float
+) -> np.ndarray:
+    """Sequence positions of the voxels inside any of ``boxes`` (k, 6) grown by ``margin``."""
+    inside = np.zeros(scene.num_voxels, dtype=bool)
+    for box in boxes:
+        lo, hi = box[:3] - box[3:] / 2 - margin, box[:3] + box[3:] / 2 + margin
+        inside |= np.all((scene.centers >= lo) & (scene.centers <= hi), axis=1)
+    return at[np.flatnonzero(inside)]
+
+
+def _answer_spans(labels: list[int]) -> list[np.ndarray]:
+    """Per answer, the label indices it supervises (contiguous runs of non-IGNORE labels)."""
+    supervised = np.asarray(labels) != IGNORE
+    starts = np.flatnonzero(supervised & ~np.r_[False, supervised[:-1]])
+    ends = np.flatnonzero(supervised & ~np.r_[supervised[1:], False]) + 1
+    return [np.arange(a, b) for a, b in zip(starts, ends, strict=True)]
 
 
 @dataclass
@@ -49,30 +80,56 @@ def binding_targets(
         pre, post, labels = encoder.encode(ts)
         start = len(pre) + scene.num_voxels
         click_pos = start + np.flatnonzero(np.asarray(post) == BOX_TOKEN_INDEX)
-        supervised = np.asarray(labels) != IGNORE
-        answer_starts = np.flatnonzero(supervised & ~np.r_[False, supervised[:-1]])
         targets = [t.target for t in ts for _ in range(len(t.clicks))]
-        answers = [start + a - 1 for a, t in zip(answer_starts, ts, strict=True) for _ in t.clicks]
-        # sequence position of each voxel: the inverse of the shuffle
-        at = np.empty(scene.num_voxels, dtype=np.int64)
-        at[scene_order(scene.num_voxels, order).numpy()] = np.arange(scene.num_voxels)
+        spans = _answer_spans(labels)
+        answers = [start + s[0] - 1 for s, t in zip(spans, ts, strict=True) for _ in t.clicks]
+        at = _token_positions(scene, len(pre), order)
         for pos, target, answer in zip(click_pos, targets, answers, strict=True):
-            box = scene.sample.boxes[target]
-            lo, hi = box[:3] - box[3:] / 2 - margin, box[:3] + box[3:] / 2 + margin
-            inside = np.all((scene.centers >= lo) & (scene.centers <= hi), axis=1)
-            if inside.any():
-                tokens = len(pre) + at[np.flatnonzero(inside)]
+            tokens = _tokens_in(scene, at, scene.sample.boxes[target][None], margin)
+            if len(tokens):
                 out.append(BindingTarget(b, int(pos), tokens, int(answer)))
     return out
 
 
-def head0_attention_loss(
+def query_targets(
+    encoder: TurnEncoder,
+    scenes: list[PreparedScene],
+    tasks: list[list[Task]],
+    orders: list[int | None],
+    margin: float,
+) -> list[tuple[int, int, np.ndarray]]:
+    """(sequence, position, scene-token positions) rows for ``query_loss``: every position that
+    predicts a token of a grounding answer → the described object's tokens; the position that
+    predicts a count → the tokens of all objects of the counted category (none for 0)."""
+    rows = []
+    for b, (scene, ts, order) in enumerate(zip(scenes, tasks, orders, strict=True)):
+        pre, _, labels = encoder.encode(ts)
+        start = len(pre) + scene.num_voxels
+        at = _token_positions(scene, len(pre), order)
+        boxes = scene.sample.boxes
+        for span, task in zip(_answer_spans(labels), ts, strict=True):
+            if task.kind == "ground":
+                positions, wanted = start + span - 1, boxes[task.target][None]
+            elif task.kind == "count":
+                category = next(c for c in CATEGORIES if f" {c}s " in task.question)
+                same = [i for i, n in enumerate(scene.sample.names) if n.endswith(f" {category}")]
+                positions, wanted = start + span[:1] - 1, boxes[same]
+            else:
+                continue
+            tokens = _tokens_in(scene, at, wanted, margin)
+            if len(tokens):
+                rows += [(b, int(p), tokens) for p in positions]
+    return rows
+
+
+def head_attention_loss(
     bundle: ModelBundle,
     hidden: torch.Tensor,
     layer: int,
     rows: list[tuple[int, int, np.ndarray]],
+    head: int = 0,
 ) -> torch.Tensor:
-    """Mean −log of the attention head 0 of ``layer`` pays from (sequence, position) to the
+    """Mean −log of the attention ``head`` of ``layer`` pays from (sequence, position) to the
     given key positions; ``hidden`` (B, T, H) is that layer's input."""
     dec = bundle.lm.model.layers[layer]
     attn, dev = dec.self_attn, hidden.device
@@ -80,8 +137,9 @@ def head0_attention_loss(
     b_idx = torch.tensor([r[0] for r in rows], device=dev)
     q_pos = torch.tensor([r[1] for r in rows], device=dev)
     h = dec.input_layernorm(hidden[b_idx])  # (K, T, H)
-    q = attn.q_proj(h[torch.arange(len(rows), device=dev), q_pos])[:, :d]  # head 0
-    k = attn.k_proj(h)[..., :d]
+    kv_head = head // (attn.config.num_attention_heads // attn.config.num_key_value_heads)
+    q = attn.q_proj(h[torch.arange(len(rows), device=dev), q_pos])[:, head * d : (head + 1) * d]
+    k = attn.k_proj(h)[..., kv_head * d : (kv_head + 1) * d]
     positions = torch.arange(h.shape[1], device=dev)[None]
     cos, sin = bundle.lm.model.rotary_emb(h, positions)
     k = k * cos + rotate_half(k) * sin
@@ -105,9 +163,16 @@ def binding_loss(
     hop1 = [(t.sequence, t.click, t.object_tokens) for t in targets]
     hop2 = [(t.sequence, t.answer, np.array([t.click])) for t in targets]
     return 0.5 * (
-        head0_attention_loss(bundle, embeds, 0, hop1)
-        + head0_attention_loss(bundle, layer1_input, 1, hop2)
+        head_attention_loss(bundle, embeds, 0, hop1)
+        + head_attention_loss(bundle, layer1_input, 1, hop2)
     )
+
+
+def query_loss(
+    bundle: ModelBundle, layer1_input: torch.Tensor, rows: list[tuple[int, int, np.ndarray]]
+) -> torch.Tensor:
+    """−log attention mass of head 1 of layer 1 from ``query_targets``' rows to their tokens."""
+    return head_attention_loss(bundle, layer1_input, 1, rows, head=1)
 
 
 @contextmanager

@@ -36,7 +36,13 @@ from llava3d_ros.model.prompts import (
 from llava3d_ros.model.tiny import random_bundle, tiny_config, tiny_vision_config, write_checkpoint
 from llava3d_ros.model.tokenizer import SpTokenizer
 from llava3d_ros.synthetic.batches import TurnEncoder, build_batch, prepare_scene
-from llava3d_ros.synthetic.binding import binding_loss, binding_targets, capture_input
+from llava3d_ros.synthetic.binding import (
+    binding_loss,
+    binding_targets,
+    capture_input,
+    query_loss,
+    query_targets,
+)
 from llava3d_ros.synthetic.dataset import (
     CLICK_MODES,
     DataConfig,
@@ -78,6 +84,9 @@ class TrainConfig:
     # weight of the click-binding loss (``binding_loss``: head 0 of layers 0 and 1); 0 = off
     bind_loss: float = 0.0
     bind_margin: float = 0.1  # metres around the clicked object's box that count as it
+    # weight of the described-object loss (``query_loss``: head 1 of layer 1, for grounding
+    # and counting answers); 0 = off
+    query_loss: float = 0.0
     seed: int = 0
 
 
@@ -302,8 +311,10 @@ def train(
         texts += [t.answer for s in train_samples for t in s.tasks]
         tok = build_tokenizer(texts)
         bundle = build_model(cfg, tok, data_cfg, device)
-    if cfg.bind_loss > 0 and len(bundle.lm.model.layers) < 2:
-        raise ValueError("the click-binding loss supervises layers 0 and 1: needs >= 2 layers")
+    if (cfg.bind_loss > 0 or cfg.query_loss > 0) and len(bundle.lm.model.layers) < 2:
+        raise ValueError("the binding losses supervise layers 0 and 1: needs >= 2 layers")
+    if cfg.query_loss > 0 and bundle.lm.config.num_attention_heads < 2:
+        raise ValueError("the described-object loss supervises head 1: needs >= 2 heads")
     bundle.lm.train()
     for p in bundle.vision.parameters():
         p.requires_grad_(False)
@@ -354,15 +365,22 @@ def train(
                 task_lists.append(tasks)
                 orders.append(order)
         embeds, labels = build_batch(bundle, encoder, picked, task_lists, orders)
-        targets = []
+        targets, rows = [], []
         if cfg.bind_loss > 0:
             targets = binding_targets(encoder, picked, task_lists, orders, cfg.bind_margin)
-        if targets:
+        if cfg.query_loss > 0:
+            rows = query_targets(encoder, picked, task_lists, orders, cfg.bind_margin)
+        if targets or rows:
             with capture_input(bundle.lm.model.layers[1]) as layer1_input:
                 loss, stats = batch_loss(bundle, embeds, labels)
-            bind = binding_loss(bundle, embeds, layer1_input[0], targets)
-            loss = loss + cfg.bind_loss * bind
-            stats["bind_loss"] = float(bind.detach())
+            if targets:
+                bind = binding_loss(bundle, embeds, layer1_input[0], targets)
+                loss = loss + cfg.bind_loss * bind
+                stats["bind_loss"] = float(bind.detach())
+            if rows:
+                query = query_loss(bundle, layer1_input[0], rows)
+                loss = loss + cfg.query_loss * query
+                stats["query_loss"] = float(query.detach())
         else:
             loss, stats = batch_loss(bundle, embeds, labels)
         opt.zero_grad(set_to_none=True)
@@ -379,7 +397,7 @@ def train(
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['token_acc']:.2f}")
         if out_dir is not None:
             if writer is None:
-                fields = ["step", "time_s", "lr", "loss", "token_acc", "bind_loss"]
+                fields = ["step", "time_s", "lr", "loss", "token_acc", "bind_loss", "query_loss"]
                 fields += [f"val_{k}" for k in cfg.kinds]
                 writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()

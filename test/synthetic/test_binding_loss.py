@@ -11,7 +11,13 @@ import torch
 
 from llava3d_ros.geometry.voxels import VoxelAssignment, pool_features
 from llava3d_ros.synthetic.batches import TurnEncoder, build_batch, prepare_scene, scene_order
-from llava3d_ros.synthetic.binding import binding_loss, binding_targets, capture_input
+from llava3d_ros.synthetic.binding import (
+    binding_loss,
+    binding_targets,
+    capture_input,
+    query_loss,
+    query_targets,
+)
 from llava3d_ros.synthetic.dataset import DataConfig, generate
 from llava3d_ros.synthetic.train import (
     TrainConfig,
@@ -114,3 +120,89 @@ def test_training_with_the_loss_points_both_heads_where_it_should(batch):
     first = np.mean([r["bind_loss"] for r in log[:5]])
     last = np.mean([r["bind_loss"] for r in log[-5:]])
     assert last < 0.25 * first, (first, last)
+
+
+def test_query_targets_point_grounding_and_count_answers_at_the_described_objects(batch):
+    bundle, scenes, _, _, _, _ = batch
+    encoder, tok = TurnEncoder(bundle.tokenizer), bundle.tokenizer
+    table = bundle.lm.get_input_embeddings()
+    tasks = []  # per scene: a grounding question, then a count whose answer is not 0
+    for s in scenes:
+        ground = next(t for t in s.sample.tasks if t.kind == "ground")
+        count = next(t for t in s.sample.tasks if t.kind == "count" and t.answer != "0")
+        tasks.append([ground, count])
+    orders = [11, 12, 13, 14]
+    embeds, _ = build_batch(bundle, encoder, scenes, tasks, orders)
+    rows = query_targets(encoder, scenes, tasks, orders, margin=0.1)
+    for b, (scene, (ground, count)) in enumerate(zip(scenes, tasks, strict=True)):
+        mine = [r for r in rows if r[0] == b]
+        perm = scene_order(scene.num_voxels, orders[b]).numpy()
+        first = _scene_start(embeds[b], bundle, scene, perm)
+        # each row's position is followed by the answer token it predicts
+        answers = tok.sp.encode(ground.answer) + [tok.eos_id], tok.sp.encode(count.answer)[:1]
+        wanted = [*answers[0], *answers[1]]
+        assert len(mine) == len(wanted)
+        for (_, pos, _), token in zip(mine, wanted, strict=True):
+            assert torch.allclose(embeds[b, pos + 1], table(torch.tensor(token)), atol=1e-6)
+        # grounding rows: the described object's voxels (box + 10 cm), all of them
+        for _, _, keys in mine[:-1]:
+            assert set(perm[keys - first]) == set(_inside(scene, [ground.target]))
+        # the count row: the voxels of every object of the counted category
+        category = count.question.split()[2][:-1]
+        same = [i for i, n in enumerate(scene.sample.names) if n.split()[-1] == category]
+        assert len(same) == int(count.answer)
+        assert set(perm[mine[-1][2] - first]) == set(_inside(scene, same))
+    # a count of 0 has no objects to attend to: no row
+    zeros = [
+        (s, [t]) for s in scenes for t in s.sample.tasks if t.kind == "count" and t.answer == "0"
+    ]
+    assert zeros
+    picked, zero_tasks = zip(*zeros, strict=True)
+    assert query_targets(encoder, list(picked), list(zero_tasks), [0] * len(zeros), 0.1) == []
+
+
+def _inside(scene, objects: list[int]) -> np.ndarray:
+    """Voxels whose centre lies in any of the objects' boxes grown by 10 cm."""
+    inside = np.zeros(scene.num_voxels, dtype=bool)
+    for box in scene.sample.boxes[objects]:
+        lo, hi = box[:3] - box[3:] / 2 - 0.1, box[:3] + box[3:] / 2 + 0.1
+        inside |= np.all((scene.centers >= lo) & (scene.centers <= hi), axis=1)
+    return np.flatnonzero(inside)
+
+
+def test_query_loss_is_head_1_of_layer_1(batch):
+    bundle, scenes, tasks, orders, embeds, _ = batch
+    lm = bundle.lm
+    rows = query_targets(TurnEncoder(bundle.tokenizer), scenes, tasks, orders, margin=0.1)
+    assert rows
+    impl = lm.config._attn_implementation
+    lm.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad(), capture_input(lm.model.layers[1]) as layer1_input:
+            att = lm(inputs_embeds=embeds, output_attentions=True).attentions
+            loss = query_loss(bundle, layer1_input[0], rows)
+    finally:
+        lm.config._attn_implementation = impl
+    mass = [float(att[1][b, 1, p, keys].sum()) for b, p, keys in rows]
+    assert float(loss) == pytest.approx(-np.mean(np.log(mass)), rel=1e-4)
+    head0 = [float(att[1][b, 0, p, keys].sum()) for b, p, keys in rows]
+    assert not np.allclose(head0, mass, rtol=1e-2)
+
+
+def test_training_with_the_query_loss_points_head_1_at_the_described_objects(batch):
+    _, scenes, _, _, _, _ = batch
+    samples = [s.sample for s in scenes[:3]]
+    cfg = replace(
+        CFG,
+        steps=120,
+        batch=3,
+        questions=2,
+        kinds=("ground", "count"),
+        query_loss=1.0,
+        warmup=5,
+        lr=3e-3,
+    )
+    _, log = train(cfg, samples, DATA, None, progress=False)
+    first = np.mean([r["query_loss"] for r in log[:5] if "query_loss" in r])
+    last = np.mean([r["query_loss"] for r in log[-5:] if "query_loss" in r])
+    assert last < 0.4 * first, (first, last)  # no gradient: it stays near the start
