@@ -39,6 +39,14 @@ METRICS = (
     "ground_acc50",
     "parseable_boxes",
 )
+# What the shares above do not say: which object a grounding answer picked and how far off
+# its box is, and what always giving the commonest count would score on the same questions.
+DIAGNOSTICS = (
+    "ground_right_object",  # share of parsed boxes whose centre is nearest the described object
+    "ground_centre_err_m",  # median distance of predicted to true centre
+    "ground_size_err_m",  # median of the mean absolute error of the three sizes
+    "count_majority",  # share the commonest true count gets: counting's baseline
+)
 
 # the node's embedded default (shipped with the package)
 EMBEDDED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "tiny_model"
@@ -89,7 +97,7 @@ def score_sample(engine: Engine, sample: SceneSample, max_new_tokens: int) -> di
     """Ask every question of one scene; per-metric lists of hits (and parse successes)."""
     views = sample.model_views()
     engine.forget_scenes()  # frame ids restart at 0 in every scene
-    hits: dict[str, list] = {m: [] for m in METRICS}
+    hits: dict[str, list] = {m: [] for m in METRICS + DIAGNOSTICS}
     for task in sample.tasks:
         res = engine.answer(
             views, task.question, "", list(task.clicks), max_new_tokens=max_new_tokens
@@ -103,6 +111,7 @@ def score_sample(engine: Engine, sample: SceneSample, max_new_tokens: int) -> di
             hits["click_category"].append(text == task.answer)
         elif task.kind == "count":
             hits["count"].append(text == task.answer)
+            hits["count_majority"].append(task.answer)  # aggregated in ``summarise``
         elif task.kind == "caption":
             hits["caption_name"].append(text.startswith(_norm(task.answer.split(".")[0])))
             hits["parseable_boxes"].append(bool(res.boxes))
@@ -112,6 +121,12 @@ def score_sample(engine: Engine, sample: SceneSample, max_new_tokens: int) -> di
             if res.boxes:
                 b = res.boxes[0]
                 iou = iou_aabb(b.center, b.size, task.box[:3], task.box[3:])
+                centre = np.asarray(b.center, float)
+                dist = np.linalg.norm(sample.boxes[:, :3] - centre, axis=1)
+                hits["ground_right_object"].append(int(np.argmin(dist)) == task.target)
+                hits["ground_centre_err_m"].append(float(np.linalg.norm(centre - task.box[:3])))
+                size_err = np.abs(np.asarray(b.size, float) - task.box[3:]).mean()
+                hits["ground_size_err_m"].append(float(size_err))
             hits["ground_acc25"].append(iou >= 0.25)
             hits["ground_acc50"].append(iou >= 0.5)
     return hits
@@ -130,13 +145,26 @@ def evaluate(
     for name in ablations:
         # A fresh engine per ablation: its scene-prefix cache must not outlive the hook.
         engine = Engine(bundle, voxel_size=voxel_size, max_new_tokens=max_new_tokens)
-        totals: dict[str, list] = {m: [] for m in METRICS}
+        totals: dict[str, list] = {m: [] for m in METRICS + DIAGNOSTICS}
         with ablation(bundle, name):
             for sample in tqdm(samples, desc=name, disable=not progress):
                 for m, v in score_sample(engine, sample, max_new_tokens).items():
                     totals[m] += v
-        out[name] = {m: float(np.mean(v)) if v else float("nan") for m, v in totals.items()}
-        out[name]["questions"] = float(sum(len(v) for v in totals.values()))
+        out[name] = summarise(totals)
+    return out
+
+
+def summarise(totals: dict[str, list]) -> dict[str, float]:
+    """Per-question lists from ``score_sample`` → shares, medians and the count baseline."""
+    out = {m: float(np.mean(totals[m])) if totals[m] else float("nan") for m in METRICS}
+    right = totals["ground_right_object"]
+    out["ground_right_object"] = float(np.mean(right)) if right else float("nan")
+    for m in ("ground_centre_err_m", "ground_size_err_m"):
+        out[m] = float(np.median(totals[m])) if totals[m] else float("nan")
+    counts = totals["count_majority"]
+    commonest = np.unique(counts, return_counts=True)[1].max() if counts else 0
+    out["count_majority"] = float(commonest / len(counts)) if counts else float("nan")
+    out["questions"] = float(sum(len(totals[m]) for m in METRICS))
     return out
 
 
@@ -146,6 +174,13 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     lines = [f"{'metric':<18}" + "".join(f"{n:>15}" for n in names)]
     for m in METRICS:
         cells = "".join(f"{100 * results[n][m]:>14.1f}%" for n in names)
+        lines.append(f"{m:<18}{cells}")
+    for m in DIAGNOSTICS:
+        metres = m.endswith("_m")
+        cells = "".join(
+            f"{results[n][m]:>13.2f} m" if metres else f"{100 * results[n][m]:>14.1f}%"
+            for n in names
+        )
         lines.append(f"{m:<18}{cells}")
     return "\n".join(lines)
 

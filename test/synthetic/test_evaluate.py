@@ -72,3 +72,58 @@ def test_cli_views_reach_the_scenes_and_the_report(tmp_path, capsys) -> None:
     assert json.loads(out.read_text())["none"]["questions"] > 0
     with pytest.raises(SystemExit):
         main(["--seeds", "200000", "--views", "-1"])
+
+
+class _FixedBoxEngine:
+    """Answers every question with one box (and the count text ``count``)."""
+
+    def __init__(self, box: np.ndarray, count: str) -> None:
+        self.box, self.count = box, count
+
+    def forget_scenes(self) -> None:
+        pass
+
+    def answer(self, views, question, *_args, **_kwargs):
+        from types import SimpleNamespace
+
+        box = SimpleNamespace(center=self.box[:3], size=self.box[3:])
+        text = self.count if question.startswith("How many") else "[box]"
+        return SimpleNamespace(success=True, text=text, boxes=[box])
+
+
+def test_grounding_diagnostics_say_which_object_a_box_picked_and_how_far_off_it_is() -> None:
+    from dataclasses import replace
+
+    from llava3d_ros.synthetic.evaluate import summarise
+
+    data = DataConfig(n_views=2, resolution=56, patch=8, kinds=("ground",))
+    full = sample_from_scene(make_scene(3), data, 7)
+    task = full.tasks[0]
+    sample = replace(full, tasks=[task])  # one grounding question
+    other = next(i for i in range(len(sample.boxes)) if i != task.target)
+
+    def scored(box: np.ndarray) -> dict[str, float]:
+        return summarise(score_sample(_FixedBoxEngine(box, "1"), sample, 1))
+
+    exact = scored(task.box)
+    assert exact["ground_right_object"] == 1.0 and exact["ground_acc50"] == 1.0
+    assert exact["ground_centre_err_m"] == 0.0 and exact["ground_size_err_m"] == 0.0
+    grown = scored(task.box + np.array([0.3, 0, 0, 0.1, 0, 0.2]))
+    assert grown["ground_right_object"] == 1.0
+    assert grown["ground_centre_err_m"] == pytest.approx(0.3)
+    assert grown["ground_size_err_m"] == pytest.approx(0.1)  # mean of 0.1, 0, 0.2
+    wrong = scored(sample.boxes[other])
+    assert wrong["ground_right_object"] == 0.0
+    distance = np.linalg.norm(sample.boxes[other, :3] - task.box[:3])
+    assert wrong["ground_centre_err_m"] == pytest.approx(distance)
+
+
+def test_count_majority_is_the_commonest_true_counts_share() -> None:
+    from llava3d_ros.synthetic.evaluate import DIAGNOSTICS, METRICS, summarise
+
+    totals = {m: [] for m in METRICS + DIAGNOSTICS}
+    totals["count"] = [True, False, False, False]
+    totals["count_majority"] = ["0", "1", "0", "2"]
+    out = summarise(totals)
+    assert out["count"] == 0.25 and out["count_majority"] == 0.5
+    assert np.isnan(out["ground_centre_err_m"]) and out["questions"] == 4
