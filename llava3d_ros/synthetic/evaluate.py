@@ -46,6 +46,7 @@ DIAGNOSTICS = (
     "ground_centre_err_m",  # median distance of predicted to true centre
     "ground_size_err_m",  # median of the mean absolute error of the three sizes
     "count_majority",  # share the commonest true count gets: counting's baseline
+    "caption_box_acc25",  # caption boxes with IoU >= 0.25: reading a place the click gives
 )
 
 # the node's embedded default (shipped with the package)
@@ -93,6 +94,13 @@ def _norm(text: str) -> str:
     return text.strip().lower().rstrip(".").strip()
 
 
+def _first_iou(boxes: list, truth: np.ndarray) -> float:
+    """3D IoU of an answer's first box with the true (cx, cy, cz, dx, dy, dz); 0 without one."""
+    if not boxes:
+        return 0.0
+    return iou_aabb(boxes[0].center, boxes[0].size, truth[:3], truth[3:])
+
+
 def score_sample(engine: Engine, sample: SceneSample, max_new_tokens: int) -> dict[str, list]:
     """Ask every question of one scene; per-metric lists of hits (and parse successes)."""
     views = sample.model_views()
@@ -115,12 +123,12 @@ def score_sample(engine: Engine, sample: SceneSample, max_new_tokens: int) -> di
         elif task.kind == "caption":
             hits["caption_name"].append(text.startswith(_norm(task.answer.split(".")[0])))
             hits["parseable_boxes"].append(bool(res.boxes))
+            hits["caption_box_acc25"].append(_first_iou(res.boxes, task.box) >= 0.25)
         elif task.kind == "ground":
             hits["parseable_boxes"].append(bool(res.boxes))
-            iou = 0.0
+            iou = _first_iou(res.boxes, task.box)
             if res.boxes:
                 b = res.boxes[0]
-                iou = iou_aabb(b.center, b.size, task.box[:3], task.box[3:])
                 centre = np.asarray(b.center, float)
                 dist = np.linalg.norm(sample.boxes[:, :3] - centre, axis=1)
                 hits["ground_right_object"].append(int(np.argmin(dist)) == task.target)
@@ -156,9 +164,8 @@ def evaluate(
 
 def summarise(totals: dict[str, list]) -> dict[str, float]:
     """Per-question lists from ``score_sample`` → shares, medians and the count baseline."""
-    out = {m: float(np.mean(totals[m])) if totals[m] else float("nan") for m in METRICS}
-    right = totals["ground_right_object"]
-    out["ground_right_object"] = float(np.mean(right)) if right else float("nan")
+    shares = METRICS + ("ground_right_object", "caption_box_acc25")
+    out = {m: float(np.mean(totals[m])) if totals[m] else float("nan") for m in shares}
     for m in ("ground_centre_err_m", "ground_size_err_m"):
         out[m] = float(np.median(totals[m])) if totals[m] else float("nan")
     counts = totals["count_majority"]

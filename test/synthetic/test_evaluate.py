@@ -118,6 +118,21 @@ def test_grounding_diagnostics_say_which_object_a_box_picked_and_how_far_off_it_
     assert wrong["ground_centre_err_m"] == pytest.approx(distance)
 
 
+def test_caption_box_accuracy_scores_the_box_a_caption_writes() -> None:
+    from dataclasses import replace
+
+    from llava3d_ros.synthetic.evaluate import summarise
+
+    data = DataConfig(n_views=2, resolution=56, patch=8, kinds=("caption",))
+    full = sample_from_scene(make_scene(3), data, 7)
+    task = full.tasks[0]
+    sample = replace(full, tasks=[task])
+    other = next(i for i in range(len(sample.boxes)) if i != task.target)
+    for box, acc in ((task.box, 1.0), (sample.boxes[other], 0.0)):
+        out = summarise(score_sample(_FixedBoxEngine(box, "1"), sample, 1))
+        assert out["caption_box_acc25"] == acc and out["parseable_boxes"] == 1.0
+
+
 def test_count_majority_is_the_commonest_true_counts_share() -> None:
     from llava3d_ros.synthetic.evaluate import DIAGNOSTICS, METRICS, summarise
 
