@@ -10,6 +10,8 @@ forward pass and the checkpoint format are unchanged.
 ``query_loss`` does the same for questions without a click: head 1 of layer 1 from the
 positions that write a grounding answer to the described object's scene tokens, and from
 the position that writes a count to the scene tokens of every object of that category.
+Layer 1 can only look for what its query carries, so ``read_loss`` supervises the hop
+before: head 1 of layer 0 from those same positions to the question's describing words.
 """
 
 from __future__ import annotations
@@ -91,6 +93,25 @@ def binding_targets(
     return out
 
 
+def _query_answers(
+    encoder: TurnEncoder, tasks: list[Task]
+) -> Iterator[tuple[Task, np.ndarray, np.ndarray, list[int]]]:
+    """Per grounding or count question of one sequence: (task, indices into ``post`` of the
+    positions that predict its supervised answer tokens, the question's own indices, post)."""
+    _, post, labels = encoder.encode(tasks)
+    asked = 0
+    for span, task in zip(_answer_spans(labels), tasks, strict=True):
+        question, asked = np.arange(asked, span[0]), span[-1] + 1
+        if task.kind == "ground":
+            yield task, span - 1, question, post
+        elif task.kind == "count":
+            yield task, span[:1] - 1, question, post
+
+
+def _counted(task: Task) -> str:
+    return next(c for c in CATEGORIES if f" {c}s " in task.question)
+
+
 def query_targets(
     encoder: TurnEncoder,
     scenes: list[PreparedScene],
@@ -103,22 +124,42 @@ def query_targets(
     predicts a count → the tokens of all objects of the counted category (none for 0)."""
     rows = []
     for b, (scene, ts, order) in enumerate(zip(scenes, tasks, orders, strict=True)):
-        pre, _, labels = encoder.encode(ts)
-        start = len(pre) + scene.num_voxels
-        at = _token_positions(scene, len(pre), order)
+        pre_len = len(encoder.encode(ts)[0])
+        start = pre_len + scene.num_voxels
+        at = _token_positions(scene, pre_len, order)
         boxes = scene.sample.boxes
-        for span, task in zip(_answer_spans(labels), ts, strict=True):
+        for task, positions, _, _ in _query_answers(encoder, ts):
             if task.kind == "ground":
-                positions, wanted = start + span - 1, boxes[task.target][None]
-            elif task.kind == "count":
-                category = next(c for c in CATEGORIES if f" {c}s " in task.question)
-                same = [i for i, n in enumerate(scene.sample.names) if n.endswith(f" {category}")]
-                positions, wanted = start + span[:1] - 1, boxes[same]
+                wanted = boxes[task.target][None]
             else:
-                continue
+                category = _counted(task)
+                same = [i for i, n in enumerate(scene.sample.names) if n.endswith(f" {category}")]
+                wanted = boxes[same]
             tokens = _tokens_in(scene, at, wanted, margin)
             if len(tokens):
-                rows += [(b, int(p), tokens) for p in positions]
+                rows += [(b, int(start + p), tokens) for p in positions]
+    return rows
+
+
+def read_targets(
+    encoder: TurnEncoder, scenes: list[PreparedScene], tasks: list[list[Task]]
+) -> list[tuple[int, int, np.ndarray]]:
+    """Rows for ``read_loss``: the positions ``query_targets`` uses (for every grounding or
+    count question) → the question's describing words: the quoted phrase's size, colour and
+    category, or the counted category ("chairs")."""
+    sp = encoder.tok.sp
+    rows = []
+    for b, (scene, ts) in enumerate(zip(scenes, tasks, strict=True)):
+        start = len(encoder.encode(ts)[0]) + scene.num_voxels
+        for task, positions, question, post in _query_answers(encoder, ts):
+            if task.kind == "ground":
+                words = [w for w in task.question.split('"')[1].split() if w != "the"]
+            else:
+                words = [_counted(task) + "s"]
+            pieces = {sp.piece_to_id("\u2581" + w) for w in words}
+            describing = question[np.isin(np.asarray(post)[question], list(pieces))]
+            if len(describing):
+                rows += [(b, int(start + p), start + describing) for p in positions]
     return rows
 
 
@@ -173,6 +214,13 @@ def query_loss(
 ) -> torch.Tensor:
     """−log attention mass of head 1 of layer 1 from ``query_targets``' rows to their tokens."""
     return head_attention_loss(bundle, layer1_input, 1, rows, head=1)
+
+
+def read_loss(
+    bundle: ModelBundle, embeds: torch.Tensor, rows: list[tuple[int, int, np.ndarray]]
+) -> torch.Tensor:
+    """−log attention mass of head 1 of layer 0 from ``read_targets``' rows to the words."""
+    return head_attention_loss(bundle, embeds, 0, rows, head=1)
 
 
 @contextmanager

@@ -42,6 +42,8 @@ from llava3d_ros.synthetic.binding import (
     capture_input,
     query_loss,
     query_targets,
+    read_loss,
+    read_targets,
 )
 from llava3d_ros.synthetic.dataset import (
     CLICK_MODES,
@@ -87,6 +89,9 @@ class TrainConfig:
     # weight of the described-object loss (``query_loss``: head 1 of layer 1, for grounding
     # and counting answers); 0 = off
     query_loss: float = 0.0
+    # weight of the describing-words loss (``read_loss``: head 1 of layer 0, the hop before
+    # the described-object loss's); 0 = off
+    read_loss: float = 0.0
     seed: int = 0
 
 
@@ -313,8 +318,8 @@ def train(
         bundle = build_model(cfg, tok, data_cfg, device)
     if (cfg.bind_loss > 0 or cfg.query_loss > 0) and len(bundle.lm.model.layers) < 2:
         raise ValueError("the binding losses supervise layers 0 and 1: needs >= 2 layers")
-    if cfg.query_loss > 0 and bundle.lm.config.num_attention_heads < 2:
-        raise ValueError("the described-object loss supervises head 1: needs >= 2 heads")
+    if (cfg.query_loss > 0 or cfg.read_loss > 0) and bundle.lm.config.num_attention_heads < 2:
+        raise ValueError("the described-object losses supervise head 1: needs >= 2 heads")
     bundle.lm.train()
     for p in bundle.vision.parameters():
         p.requires_grad_(False)
@@ -365,12 +370,14 @@ def train(
                 task_lists.append(tasks)
                 orders.append(order)
         embeds, labels = build_batch(bundle, encoder, picked, task_lists, orders)
-        targets, rows = [], []
+        targets, rows, words = [], [], []
         if cfg.bind_loss > 0:
             targets = binding_targets(encoder, picked, task_lists, orders, cfg.bind_margin)
         if cfg.query_loss > 0:
             rows = query_targets(encoder, picked, task_lists, orders, cfg.bind_margin)
-        if targets or rows:
+        if cfg.read_loss > 0:
+            words = read_targets(encoder, picked, task_lists)
+        if targets or rows or words:
             with capture_input(bundle.lm.model.layers[1]) as layer1_input:
                 loss, stats = batch_loss(bundle, embeds, labels)
             if targets:
@@ -381,6 +388,10 @@ def train(
                 query = query_loss(bundle, layer1_input[0], rows)
                 loss = loss + cfg.query_loss * query
                 stats["query_loss"] = float(query.detach())
+            if words:
+                read = read_loss(bundle, embeds, words)
+                loss = loss + cfg.read_loss * read
+                stats["read_loss"] = float(read.detach())
         else:
             loss, stats = batch_loss(bundle, embeds, labels)
         opt.zero_grad(set_to_none=True)
@@ -397,7 +408,8 @@ def train(
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['token_acc']:.2f}")
         if out_dir is not None:
             if writer is None:
-                fields = ["step", "time_s", "lr", "loss", "token_acc", "bind_loss", "query_loss"]
+                fields = ["step", "time_s", "lr", "loss", "token_acc"]
+                fields += ["bind_loss", "query_loss", "read_loss"]
                 fields += [f"val_{k}" for k in cfg.kinds]
                 writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()

@@ -17,6 +17,8 @@ from llava3d_ros.synthetic.binding import (
     capture_input,
     query_loss,
     query_targets,
+    read_loss,
+    read_targets,
 )
 from llava3d_ros.synthetic.dataset import DataConfig, generate
 from llava3d_ros.synthetic.train import (
@@ -206,3 +208,62 @@ def test_training_with_the_query_loss_points_head_1_at_the_described_objects(bat
     first = np.mean([r["query_loss"] for r in log[:5] if "query_loss" in r])
     last = np.mean([r["query_loss"] for r in log[-5:] if "query_loss" in r])
     assert last < 0.4 * first, (first, last)  # no gradient: it stays near the start
+
+
+def test_read_targets_point_the_query_positions_at_the_describing_words(batch):
+    bundle, scenes, _, _, _, _ = batch
+    encoder, tok = TurnEncoder(bundle.tokenizer), bundle.tokenizer
+    table = bundle.lm.get_input_embeddings()
+    tasks = []  # per scene: a grounding question (colour named where possible), then a count
+    for s in scenes:
+        grounds = [t for t in s.sample.tasks if t.kind == "ground"]
+        ground = max(grounds, key=lambda t: len(t.question.split('"')[1].split()))
+        count = next(t for t in s.sample.tasks if t.kind == "count" and t.answer != "0")
+        tasks.append([ground, count])
+    orders = [11, 12, 13, 14]
+    embeds, _ = build_batch(bundle, encoder, scenes, tasks, orders)
+    rows = read_targets(encoder, scenes, tasks)
+    queried = query_targets(encoder, scenes, tasks, orders, margin=0.1)
+    # the same query positions as the described-object loss, in the same order
+    assert [(b, p) for b, p, _ in rows] == [(b, p) for b, p, _ in queried]
+    for b, (ground, count) in enumerate(tasks):
+        mine = [r for r in rows if r[0] == b]
+        phrase = [w for w in ground.question.split('"')[1].split() if w != "the"]
+        plural = count.question.split()[2]
+        for i, (_, pos, keys) in enumerate(mine):
+            words = phrase if i < len(mine) - 1 else [plural]
+            assert len(keys) == len(words) and all(keys < pos)
+            # each key holds the embedding of its word's token, in the question's order
+            for key, word in zip(keys, words, strict=True):
+                token = tok.sp.piece_to_id("\u2581" + word)
+                assert torch.allclose(embeds[b, key], table(torch.tensor(token)), atol=1e-6)
+    assert any(len(r[2]) >= 2 for r in rows)  # some phrase names more than the category
+
+
+def test_read_loss_is_head_1_of_layer_0_and_training_lowers_it(batch):
+    bundle, scenes, tasks, _, embeds, _ = batch
+    lm = bundle.lm
+    rows = read_targets(TurnEncoder(bundle.tokenizer), scenes, tasks)
+    assert rows
+    impl = lm.config._attn_implementation
+    lm.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            att = lm(inputs_embeds=embeds, output_attentions=True).attentions
+            loss = read_loss(bundle, embeds, rows)
+    finally:
+        lm.config._attn_implementation = impl
+    mass = [float(att[0][b, 1, p, keys].sum()) for b, p, keys in rows]
+    assert float(loss) == pytest.approx(-np.mean(np.log(mass)), rel=1e-4)
+    head0 = [float(att[0][b, 0, p, keys].sum()) for b, p, keys in rows]
+    assert not np.allclose(head0, mass, rtol=1e-2)
+
+    samples = [s.sample for s in scenes[:3]]
+    kinds = ("ground", "count")
+    cfg = replace(
+        CFG, steps=80, batch=3, questions=2, kinds=kinds, read_loss=1.0, warmup=5, lr=3e-3
+    )
+    _, log = train(cfg, samples, DATA, None, progress=False)
+    first = np.mean([r["read_loss"] for r in log[:5] if "read_loss" in r])
+    last = np.mean([r["read_loss"] for r in log[-5:] if "read_loss" in r])
+    assert last < 0.4 * first, (first, last)
