@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -32,6 +34,17 @@ from llava3d_ros.synthetic.vocab import build_tokenizer
 
 DATA = DataConfig(n_views=3, resolution=48, patch=8, clicks="surface")
 CFG = TrainConfig(hidden=32, layers=2, heads=2, mm_hidden=16, vision_hidden=16, max_scene_tokens=60)
+
+
+@contextmanager
+def _eager(lm) -> Iterator[None]:
+    """Eager attention (the only kind that returns its weights) while inside the block."""
+    impl = lm.config._attn_implementation
+    lm.config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        lm.config._attn_implementation = impl
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +106,9 @@ def _scene_start(seq: torch.Tensor, bundle, scene, perm: np.ndarray) -> int:
 def test_loss_is_the_models_own_head0_attention_in_layers_0_and_1(batch):
     bundle, _, _, _, embeds, targets = batch
     lm = bundle.lm
-    impl = lm.config._attn_implementation
-    lm.config._attn_implementation = "eager"
-    try:
-        with torch.no_grad(), capture_input(lm.model.layers[1]) as layer1_input:
-            att = lm(inputs_embeds=embeds, output_attentions=True).attentions  # (B, heads, T, T)
-            loss = binding_loss(bundle, embeds, layer1_input[0], targets)
-    finally:
-        lm.config._attn_implementation = impl
+    with _eager(lm), torch.no_grad(), capture_input(lm.model.layers[1]) as layer1_input:
+        att = lm(inputs_embeds=embeds, output_attentions=True).attentions  # (B, heads, T, T)
+        loss = binding_loss(bundle, embeds, layer1_input[0], targets)
     for t in targets:  # the answer is read after its click
         assert t.click < t.answer
     hop1 = [float(att[0][t.sequence, 0, t.click, t.object_tokens].sum()) for t in targets]
@@ -177,14 +185,9 @@ def test_query_loss_is_head_1_of_layer_1(batch):
     lm = bundle.lm
     rows = query_targets(TurnEncoder(bundle.tokenizer), scenes, tasks, orders, margin=0.1)
     assert rows
-    impl = lm.config._attn_implementation
-    lm.config._attn_implementation = "eager"
-    try:
-        with torch.no_grad(), capture_input(lm.model.layers[1]) as layer1_input:
-            att = lm(inputs_embeds=embeds, output_attentions=True).attentions
-            loss = query_loss(bundle, layer1_input[0], rows)
-    finally:
-        lm.config._attn_implementation = impl
+    with _eager(lm), torch.no_grad(), capture_input(lm.model.layers[1]) as layer1_input:
+        att = lm(inputs_embeds=embeds, output_attentions=True).attentions
+        loss = query_loss(bundle, layer1_input[0], rows)
     mass = [float(att[1][b, 1, p, keys].sum()) for b, p, keys in rows]
     assert float(loss) == pytest.approx(-np.mean(np.log(mass)), rel=1e-4)
     head0 = [float(att[1][b, 0, p, keys].sum()) for b, p, keys in rows]
@@ -245,14 +248,9 @@ def test_read_loss_is_head_1_of_layer_0_and_training_lowers_it(batch):
     lm = bundle.lm
     rows = read_targets(TurnEncoder(bundle.tokenizer), scenes, tasks)
     assert rows
-    impl = lm.config._attn_implementation
-    lm.config._attn_implementation = "eager"
-    try:
-        with torch.no_grad():
-            att = lm(inputs_embeds=embeds, output_attentions=True).attentions
-            loss = read_loss(bundle, embeds, rows)
-    finally:
-        lm.config._attn_implementation = impl
+    with _eager(lm), torch.no_grad():
+        att = lm(inputs_embeds=embeds, output_attentions=True).attentions
+        loss = read_loss(bundle, embeds, rows)
     mass = [float(att[0][b, 1, p, keys].sum()) for b, p, keys in rows]
     assert float(loss) == pytest.approx(-np.mean(np.log(mass)), rel=1e-4)
     head0 = [float(att[0][b, 0, p, keys].sum()) for b, p, keys in rows]
