@@ -3,7 +3,8 @@
     python -m llava3d_ros.synthetic.train --data train.npz --out tiny_ckpt --steps 3000
 
 The vision tower stays frozen at its seeded random init (the release freezes CLIP too), so
-its patch features are computed once per scene; everything after it trains: the 3D
+its patch features are computed once per scene, unless --train-vision trains it as well;
+everything after it trains: the 3D
 position MLP, voxel pooling, projector, click encoder and the LLaMA-shaped LLM. Several
 questions per scene are packed into one multi-turn llava_v1 conversation so the scene
 tokens are paid for once. Deterministic for a given --steps; --minutes cuts short and
@@ -18,7 +19,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,12 @@ from llava3d_ros.model.prompts import (
 )
 from llava3d_ros.model.tiny import random_bundle, tiny_config, tiny_vision_config, write_checkpoint
 from llava3d_ros.model.tokenizer import SpTokenizer
-from llava3d_ros.synthetic.batches import TurnEncoder, build_batch, prepare_scene
+from llava3d_ros.synthetic.batches import (
+    PreparedScene,
+    TurnEncoder,
+    build_batch,
+    prepare_scene,
+)
 from llava3d_ros.synthetic.binding import (
     binding_loss,
     binding_targets,
@@ -92,6 +98,9 @@ class TrainConfig:
     # weight of the describing-words loss (``read_loss``: head 1 of layer 0, the hop before
     # the described-object loss's); 0 = off
     read_loss: float = 0.0
+    # train the CLIP-shaped tower too (its patch features are then recomputed every step); the
+    # frozen random tower's features carry colour well but category poorly
+    train_vision: bool = False
     seed: int = 0
 
 
@@ -148,16 +157,29 @@ def load_initial(init: Path, data: DataConfig, device: str) -> ModelBundle:
     return bundle
 
 
-@torch.no_grad()
-def scene_features(bundle: ModelBundle, sample: SceneSample) -> torch.Tensor:
-    """Frozen CLIP patch features (V·G·G, C), normalised exactly as the inference engine does."""
+def patch_features(bundle: ModelBundle, images: np.ndarray) -> torch.Tensor:
+    """CLIP patch features (V, G·G, C) of (V, S, S, 3) uint8 views, normalised exactly as the
+    inference engine does (with gradients, for ``train_vision``)."""
     mean = torch.tensor(bundle.image_mean, device=bundle.device).view(1, 3, 1, 1)
     std = torch.tensor(bundle.image_std, device=bundle.device).view(1, 3, 1, 1)
-    pix = torch.from_numpy(sample.images).to(bundle.device).permute(0, 3, 1, 2).float() / 255.0
-    feats = clip_patch_features(
+    pix = torch.from_numpy(images).to(bundle.device).permute(0, 3, 1, 2).float() / 255.0
+    return clip_patch_features(
         bundle.vision, (pix - mean) / std, bundle.lm.config.mm_vision_select_layer
     )
+
+
+@torch.no_grad()
+def scene_features(bundle: ModelBundle, sample: SceneSample) -> torch.Tensor:
+    """Frozen CLIP patch features (V·G·G, C) of one scene."""
+    feats = patch_features(bundle, sample.images)
     return feats.reshape(-1, feats.shape[-1])
+
+
+def with_fresh_features(bundle: ModelBundle, scenes: list[PreparedScene]) -> list[PreparedScene]:
+    """The scenes with patch features from the tower as it is now, in one tower call."""
+    feats = patch_features(bundle, np.concatenate([s.sample.images for s in scenes]))
+    feats = feats.reshape(len(scenes), -1, feats.shape[-1])
+    return [replace(s, feats=f) for s, f in zip(scenes, feats, strict=True)]
 
 
 def encode_turns(tok: SpTokenizer, tasks: list[Task]) -> tuple[list[int], list[int], list[int]]:
@@ -322,7 +344,7 @@ def train(
         raise ValueError("the described-object losses supervise head 1: needs >= 2 heads")
     bundle.lm.train()
     for p in bundle.vision.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(cfg.train_vision)
     feats = [scene_features(bundle, s) for s in train_samples]
     scenes = [
         prepare_scene(
@@ -332,7 +354,7 @@ def train(
     ]
     encoder = TurnEncoder(tok)
     val_feats = [scene_features(bundle, s) for s in val_samples or []]
-    params = [p for p in bundle.lm.parameters() if p.requires_grad]
+    params = [p for m in (bundle.lm, bundle.vision) for p in m.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -369,6 +391,8 @@ def train(
                 picked.append(scenes[i])
                 task_lists.append(tasks)
                 orders.append(order)
+        if cfg.train_vision:
+            picked = with_fresh_features(bundle, picked)
         embeds, labels = build_batch(bundle, encoder, picked, task_lists, orders)
         targets, rows, words = [], [], []
         if cfg.bind_loss > 0:
@@ -402,6 +426,9 @@ def train(
         last = step == cfg.steps - 1
         out_of_time = minutes > 0 and time.perf_counter() - start > 60 * minutes
         if val_samples and (step % eval_every == 0 or last or out_of_time):
+            if cfg.train_vision:
+                with torch.no_grad():
+                    val_feats = [scene_features(bundle, s) for s in val_samples]
             acc = answer_accuracy(bundle, val_feats, val_samples, cfg, cfg.kinds)
             row.update({f"val_{k}": v for k, v in acc.items()})
         log.append(row)

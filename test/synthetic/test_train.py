@@ -103,3 +103,19 @@ def test_cli_surface_clicks_and_binding_loss_reach_the_run(tmp_path):
     assert len(rows) == 2 and all(float(r["bind_loss"]) > 0 for r in rows)
     with pytest.raises(ValueError, match="needs >= 2 layers"):
         main([*args, "--layers", "1", "--bind-loss", "0.5"])
+
+
+def test_tower_frozen_by_default_and_trained_with_train_vision(samples, shipped_data, tmp_path):
+    tower = load_file(EMBEDDED / "vision_tower" / "model.safetensors")
+    moved = {}
+    for flag in (False, True):
+        cfg = TrainConfig(steps=2, batch=2, questions=2, lr=1e-3, warmup=1, train_vision=flag)
+        out = tmp_path / str(flag)
+        train(cfg, samples, shipped_data, out, progress=False, init=EMBEDDED)
+        written = load_file(out / "vision_tower" / "model.safetensors")
+        assert written.keys() == tower.keys()
+        moved[flag] = [k for k in tower if not torch.equal(written[k].float(), tower[k].float())]
+    assert moved[False] == []
+    # the patch embedding and the first layer feed the selected features; the last layer does not
+    assert any("patch_embedding" in k for k in moved[True])
+    assert any("layers.0." in k for k in moved[True])
