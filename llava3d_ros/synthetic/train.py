@@ -60,6 +60,7 @@ from llava3d_ros.synthetic.dataset import (
     parse_seeds,
 )
 from llava3d_ros.synthetic.tasks import Task
+from llava3d_ros.synthetic.token_loss import category_head, token_loss, token_targets
 from llava3d_ros.synthetic.vocab import build_tokenizer
 
 MODEL_NAME = "tiny-llava3d trained-on-synthetic-scenes"  # Answer.model of the embedded default
@@ -101,6 +102,9 @@ class TrainConfig:
     # train the CLIP-shaped tower too (its patch features are then recomputed every step); the
     # frozen random tower's features carry colour well but category poorly
     train_vision: bool = False
+    # weight of the token-category loss (``token_loss``: a training-only linear head classifies
+    # each object's scene tokens by category); 0 = off
+    token_loss: float = 0.0
     seed: int = 0
 
 
@@ -354,7 +358,9 @@ def train(
     ]
     encoder = TurnEncoder(tok)
     val_feats = [scene_features(bundle, s) for s in val_samples or []]
-    params = [p for m in (bundle.lm, bundle.vision) for p in m.parameters() if p.requires_grad]
+    head = category_head(bundle.lm.config.hidden_size, cfg.seed).to(device)
+    parts = (bundle.lm, bundle.vision) + ((head,) if cfg.token_loss > 0 else ())
+    params = [p for m in parts for p in m.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -401,6 +407,8 @@ def train(
             rows = query_targets(encoder, picked, task_lists, orders, cfg.bind_margin)
         if cfg.read_loss > 0:
             words = read_targets(encoder, picked, task_lists)
+        if cfg.token_loss > 0:
+            tokens = token_targets(encoder, picked, task_lists, orders)
         if targets or rows or words:
             with capture_input(bundle.lm.model.layers[1]) as layer1_input:
                 loss, stats = batch_loss(bundle, embeds, labels)
@@ -418,6 +426,10 @@ def train(
                 stats["read_loss"] = float(read.detach())
         else:
             loss, stats = batch_loss(bundle, embeds, labels)
+        if cfg.token_loss > 0 and len(tokens[0]):
+            category = token_loss(head, embeds, tokens)
+            loss = loss + cfg.token_loss * category
+            stats["token_loss"] = float(category.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -436,7 +448,7 @@ def train(
         if out_dir is not None:
             if writer is None:
                 fields = ["step", "time_s", "lr", "loss", "token_acc"]
-                fields += ["bind_loss", "query_loss", "read_loss"]
+                fields += ["bind_loss", "query_loss", "read_loss", "token_loss"]
                 fields += [f"val_{k}" for k in cfg.kinds]
                 writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()
