@@ -358,8 +358,10 @@ def train(
     ]
     encoder = TurnEncoder(tok)
     val_feats = [scene_features(bundle, s) for s in val_samples or []]
-    head = category_head(bundle.lm.config.hidden_size, cfg.seed).to(device)
-    parts = (bundle.lm, bundle.vision) + ((head,) if cfg.token_loss > 0 else ())
+    parts: tuple[torch.nn.Module, ...] = (bundle.lm, bundle.vision)
+    if cfg.token_loss > 0:
+        head = category_head(bundle.lm.config.hidden_size, cfg.seed).to(device)
+        parts += (head,)
     params = [p for m in parts for p in m.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from llava3d_ros.geometry.voxels import VoxelAssignment, pool_features
-from llava3d_ros.synthetic.batches import TurnEncoder, build_batch, prepare_scene, scene_order
+from llava3d_ros.synthetic.batches import TurnEncoder, build_batch, scene_order
 from llava3d_ros.synthetic.binding import (
     binding_loss,
     binding_targets,
@@ -22,15 +22,12 @@ from llava3d_ros.synthetic.binding import (
     read_loss,
     read_targets,
 )
-from llava3d_ros.synthetic.dataset import DataConfig, generate
+from llava3d_ros.synthetic.dataset import DataConfig
 from llava3d_ros.synthetic.train import (
     TrainConfig,
-    build_model,
     pick_tasks,
-    scene_features,
     train,
 )
-from llava3d_ros.synthetic.vocab import build_tokenizer
 
 DATA = DataConfig(n_views=3, resolution=48, patch=8, clicks="surface")
 CFG = TrainConfig(hidden=32, layers=2, heads=2, mm_hidden=16, vision_hidden=16, max_scene_tokens=60)
@@ -48,15 +45,9 @@ def _eager(lm) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def batch():
-    torch.manual_seed(0)
-    samples = generate([4, 5, 6], DATA)
-    tok = build_tokenizer([x for s in samples for t in s.tasks for x in (t.question, t.answer)])
-    bundle = build_model(CFG, tok, DATA, "cpu")
-    scenes = [
-        prepare_scene(s, scene_features(bundle, s), voxel_size=0.2, max_tokens=60, seed=0)
-        for s in samples
-    ]
+def batch(tiny_scenes):
+    bundle, samples, scenes = tiny_scenes.bundle, tiny_scenes.samples, tiny_scenes.scenes
+    tok = bundle.tokenizer
     rng = random.Random(3)
     picks = [2, 0, 1, 2]
     tasks = [pick_tasks(samples[i], CFG.kinds, 4, rng) for i in picks]
