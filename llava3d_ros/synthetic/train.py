@@ -19,6 +19,7 @@ import json
 import math
 import random
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -58,6 +59,12 @@ from llava3d_ros.synthetic.dataset import (
     generate,
     load_npz,
     parse_seeds,
+)
+from llava3d_ros.synthetic.readout import (
+    capture_output,
+    readout_head,
+    readout_loss,
+    readout_targets,
 )
 from llava3d_ros.synthetic.tasks import Task
 from llava3d_ros.synthetic.token_loss import category_head, token_loss, token_targets
@@ -105,6 +112,13 @@ class TrainConfig:
     # weight of the token-category loss (``token_loss``: a training-only linear head classifies
     # each object's scene tokens by category); 0 = off
     token_loss: float = 0.0
+    # weight of the readout loss (``readout_loss``: training-only linear heads read the grounded
+    # box centre and the count from layer 1's output); 0 = off
+    readout_loss: float = 0.0
+    # with probability ``focus_share`` a sequence's questions come from ``focus`` kinds only
+    # (e.g. ground,count: more signal for the hard tasks); () = plain sampling
+    focus: tuple[str, ...] = ()
+    focus_share: float = 0.0
     seed: int = 0
 
 
@@ -314,6 +328,16 @@ def pick_tasks(sample: SceneSample, kinds: tuple[str, ...], n: int, rng: random.
     return pool[:n]
 
 
+def draw_tasks(
+    sample: SceneSample, kinds: tuple[str, ...], cfg: TrainConfig, rng: random.Random
+) -> list[Task]:
+    """One sequence's questions: from ``cfg.focus`` kinds with probability ``cfg.focus_share``,
+    else from ``kinds`` (the same draws as ``pick_tasks`` when there is no focus)."""
+    if cfg.focus and rng.random() < cfg.focus_share:
+        kinds = cfg.focus
+    return pick_tasks(sample, kinds, cfg.questions, rng)
+
+
 def train(
     cfg: TrainConfig,
     train_samples: list[SceneSample],
@@ -342,8 +366,12 @@ def train(
         texts += [t.answer for s in train_samples for t in s.tasks]
         tok = build_tokenizer(texts)
         bundle = build_model(cfg, tok, data_cfg, device)
-    if (cfg.bind_loss > 0 or cfg.query_loss > 0) and len(bundle.lm.model.layers) < 2:
-        raise ValueError("the binding losses supervise layers 0 and 1: needs >= 2 layers")
+    if (cfg.bind_loss > 0 or cfg.query_loss > 0 or cfg.readout_loss > 0) and len(
+        bundle.lm.model.layers
+    ) < 2:
+        raise ValueError("the binding and readout losses supervise layer 1: needs >= 2 layers")
+    if set(cfg.focus) - set(cfg.kinds):
+        raise ValueError(f"--focus {cfg.focus} names kinds outside --kinds {cfg.kinds}")
     if (cfg.query_loss > 0 or cfg.read_loss > 0) and bundle.lm.config.num_attention_heads < 2:
         raise ValueError("the described-object losses supervise head 1: needs >= 2 heads")
     bundle.lm.train()
@@ -362,6 +390,9 @@ def train(
     if cfg.token_loss > 0:
         head = category_head(bundle.lm.config.hidden_size, cfg.seed).to(device)
         parts += (head,)
+    if cfg.readout_loss > 0:
+        reader = readout_head(bundle.lm.config.hidden_size, cfg.seed).to(device)
+        parts += (reader,)
     params = [p for m in parts for p in m.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -393,7 +424,7 @@ def train(
         picked, task_lists, orders = [], [], []
         for _ in range(cfg.batch):
             i = rng.randrange(len(train_samples))
-            tasks = pick_tasks(train_samples[i], kinds, cfg.questions, rng)
+            tasks = draw_tasks(train_samples[i], kinds, cfg, rng)
             order = rng.randrange(2**31) if cfg.shuffle_tokens else None
             if tasks:
                 picked.append(scenes[i])
@@ -411,23 +442,31 @@ def train(
             words = read_targets(encoder, picked, task_lists)
         if cfg.token_loss > 0:
             tokens = token_targets(encoder, picked, task_lists, orders)
-        if targets or rows or words:
-            with capture_input(bundle.lm.model.layers[1]) as layer1_input:
-                loss, stats = batch_loss(bundle, embeds, labels)
-            if targets:
-                bind = binding_loss(bundle, embeds, layer1_input[0], targets)
-                loss = loss + cfg.bind_loss * bind
-                stats["bind_loss"] = float(bind.detach())
-            if rows:
-                query = query_loss(bundle, layer1_input[0], rows)
-                loss = loss + cfg.query_loss * query
-                stats["query_loss"] = float(query.detach())
-            if words:
-                read = read_loss(bundle, embeds, words)
-                loss = loss + cfg.read_loss * read
-                stats["read_loss"] = float(read.detach())
-        else:
+        centres, counts = [], []
+        if cfg.readout_loss > 0:
+            centres, counts = readout_targets(encoder, picked, task_lists)
+        with ExitStack() as hooks:
+            if targets or rows or words or centres or counts:
+                layer1 = bundle.lm.model.layers[1]
+                layer1_input = hooks.enter_context(capture_input(layer1))
+                layer1_output = hooks.enter_context(capture_output(layer1))
             loss, stats = batch_loss(bundle, embeds, labels)
+        if targets:
+            bind = binding_loss(bundle, embeds, layer1_input[0], targets)
+            loss = loss + cfg.bind_loss * bind
+            stats["bind_loss"] = float(bind.detach())
+        if rows:
+            query = query_loss(bundle, layer1_input[0], rows)
+            loss = loss + cfg.query_loss * query
+            stats["query_loss"] = float(query.detach())
+        if words:
+            read = read_loss(bundle, embeds, words)
+            loss = loss + cfg.read_loss * read
+            stats["read_loss"] = float(read.detach())
+        if centres or counts:
+            readout = readout_loss(reader, layer1_output[0], centres, counts)
+            loss = loss + cfg.readout_loss * readout
+            stats["readout_loss"] = float(readout.detach())
         if cfg.token_loss > 0 and len(tokens[0]):
             category = token_loss(head, embeds, tokens)
             loss = loss + cfg.token_loss * category
@@ -450,7 +489,7 @@ def train(
         if out_dir is not None:
             if writer is None:
                 fields = ["step", "time_s", "lr", "loss", "token_acc"]
-                fields += ["bind_loss", "query_loss", "read_loss", "token_loss"]
+                fields += ["bind_loss", "query_loss", "read_loss", "token_loss", "readout_loss"]
                 fields += [f"val_{k}" for k in cfg.kinds]
                 writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()
@@ -536,7 +575,9 @@ def main(argv: list[str] | None = None) -> None:
     fields = asdict(TrainConfig())
     cfg = TrainConfig(
         **{
-            f: tuple(getattr(a, f).split(",")) if isinstance(d, tuple) else getattr(a, f)
+            f: tuple(k for k in getattr(a, f).split(",") if k)
+            if isinstance(d, tuple)
+            else getattr(a, f)
             for f, d in fields.items()
         }
     )
