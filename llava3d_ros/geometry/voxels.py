@@ -16,13 +16,15 @@ class VoxelAssignment:
     ``patch_to_voxel`` is (N,) int64 with the voxel index of each patch (−1 = left out: invalid
     depth or voxel dropped by the token cap). ``voxel_keys`` (M,) int64 are the raveled keys in
     ascending order (x-major, as upstream), ``voxel_centers`` (M, 3) float32 the mean xyz of the
-    member patches in the world frame.
+    member patches in the world frame. ``dropped`` counts the occupied voxels the token cap left
+    out.
     """
 
     patch_to_voxel: torch.Tensor
     voxel_keys: torch.Tensor
     voxel_centers: torch.Tensor
     num_voxels: int
+    dropped: int = 0
 
 
 def _check_xyz(xyz: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -82,6 +84,7 @@ def voxelize(
     keys = (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]
     voxel_keys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
     m = voxel_keys.shape[0]
+    dropped = max(m - max_tokens, 0)
     if m > max_tokens:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         kept = torch.randperm(m, generator=gen)[:max_tokens].sort().values.to(device)
@@ -93,7 +96,7 @@ def voxelize(
     patch_to_voxel = torch.full((n,), -1, dtype=torch.int64, device=device)
     patch_to_voxel[valid] = inverse
     centers = _mean_by_index(xyz.float(), patch_to_voxel, m)
-    return VoxelAssignment(patch_to_voxel, voxel_keys, centers, m)
+    return VoxelAssignment(patch_to_voxel, voxel_keys, centers, m, dropped)
 
 
 def pool_features(features: torch.Tensor, assignment: VoxelAssignment) -> torch.Tensor:

@@ -39,6 +39,7 @@ class _Prefix:
     cache: DynamicCache
     length: int
     scene_tokens: int
+    dropped: int  # occupied voxels the token cap left out
 
 
 class Engine:
@@ -208,10 +209,6 @@ class Engine:
         cap = scene_token_budget(
             n_text, len(clicks), sampling.max_new_tokens, self.max_scene_tokens, self.context
         )
-        if cap < self.max_scene_tokens:
-            result.parse_warnings.append(
-                f"scene tokens capped at {cap} to fit the {self.context}-token context"
-            )
         self._enter("encoding", len(views), on_stage)
         t = time.perf_counter()
         key = self._scene_key(views, cap)
@@ -225,10 +222,11 @@ class Engine:
         with torch.inference_mode():
             if prefix is None:
                 self._prefix = None
-                scene = self._scene_tokens(views, cap)
+                scene, dropped = self._scene_tokens(views, cap)
                 prefix_embeds = torch.cat([embed(torch.tensor(pre_ids, device=dev)), scene])
             else:
                 self.prefix_hits += 1
+                dropped = prefix.dropped
             suffix = self._suffix_embeds(post_ids, clicks)
             timings.encode_s = time.perf_counter() - t
             self._enter("prefill", len(views), on_stage)
@@ -236,7 +234,7 @@ class Engine:
             if prefix is None and self.reuse_prefix:
                 cache = DynamicCache(config=b.lm.config)
                 forward_embeds(b.lm, prefix_embeds, cache)
-                prefix = _Prefix(key, cache, cache.get_seq_length(), scene.shape[0])
+                prefix = _Prefix(key, cache, cache.get_seq_length(), scene.shape[0], dropped)
                 self._prefix = prefix
             if prefix is not None:
                 cache, n_scene = prefix.cache, prefix.scene_tokens
@@ -245,6 +243,16 @@ class Engine:
                 cache, n_scene = DynamicCache(config=b.lm.config), scene.shape[0]
                 logits = forward_embeds(b.lm, torch.cat([prefix_embeds, suffix]), cache)
             result.scene_tokens = n_scene
+            if dropped:  # only when voxels were really left out, not whenever the cap is lower
+                why = (
+                    f"to fit the {self.context}-token context"
+                    if cap < self.max_scene_tokens
+                    else "(max_scene_tokens)"
+                )
+                result.parse_warnings.append(
+                    f"scene tokens capped at {cap} {why}: {dropped} of {cap + dropped} "
+                    "occupied voxels left out"
+                )
             timings.prefill_s = time.perf_counter() - t
         self._enter("decoding", len(views), on_stage)
         t = time.perf_counter()
@@ -322,7 +330,8 @@ class Engine:
                 have[v.frame_id] = f
         return torch.cat([have[v.frame_id] for v in views])
 
-    def _scene_tokens(self, views: Sequence[ModelView], cap: int) -> torch.Tensor:
+    def _scene_tokens(self, views: Sequence[ModelView], cap: int) -> tuple[torch.Tensor, int]:
+        """Scene tokens of ``views`` under the token cap, and how many voxels it left out."""
         b = self.bundle
         feats = self._view_features(views)
         xyz = torch.from_numpy(
@@ -333,7 +342,7 @@ class Engine:
         )
         # invalid patches may hold NaN; they are excluded from pooling but still pass the MLP
         xyz = torch.where(valid[:, None], xyz, torch.zeros_like(xyz)).to(b.device)
-        tokens, _ = b.lm.scene_tokens(
+        tokens, assignment = b.lm.scene_tokens(
             feats,
             xyz,
             valid.to(b.device),
@@ -342,7 +351,7 @@ class Engine:
             seed=self.seed,
             compat_bf16=self.compat_bf16,
         )
-        return tokens
+        return tokens, assignment.dropped
 
     def _suffix_embeds(self, post_ids: list[int], clicks: torch.Tensor) -> torch.Tensor:
         """Text after ``<image>`` with one click embedding spliced in per ``<boxes>`` sentinel."""

@@ -72,6 +72,7 @@ def test_cap_is_deterministic_and_keeps_sorted_order() -> None:
     b = voxelize(xyz, max_tokens=200, seed=7)
     c = voxelize(xyz, max_tokens=200, seed=8)
     assert a.num_voxels == 200
+    assert (a.dropped, full.dropped) == (full.num_voxels - 200, 0)
     assert torch.equal(a.voxel_keys, b.voxel_keys)
     assert torch.equal(a.patch_to_voxel, b.patch_to_voxel)
     assert not torch.equal(a.voxel_keys, c.voxel_keys)

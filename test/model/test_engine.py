@@ -183,3 +183,20 @@ def test_out_of_memory_is_model_error_then_recovers(bundle, views, stage) -> Non
     assert len(eng.features) == 0 and eng._prefix is None  # recomputable state dropped
     again = eng.answer(views, QUESTIONS[0])
     assert again.success and not again.out_of_memory and again.text == ref.text
+
+
+def test_cap_warning_only_when_voxels_are_left_out(bundle, views) -> None:
+    eng = Engine(bundle, max_new_tokens=4)
+    small = eng.answer(views, QUESTIONS[0], max_new_tokens=eng.context // 2)
+    assert small.success and small.scene_tokens < eng.context // 2
+    assert not [w for w in small.parse_warnings if "capped" in w]  # a lower cap, nothing lost
+    occupied = small.scene_tokens
+    tight = Engine(bundle, max_new_tokens=4, max_scene_tokens=occupied - 7)
+    for _ in range(2):  # computed, then from the cached prefix: the same warning
+        r = tight.answer(views, QUESTIONS[1])
+        assert r.success and r.scene_tokens == occupied - 7
+        assert [w for w in r.parse_warnings if "capped" in w] == [
+            f"scene tokens capped at {occupied - 7} (max_scene_tokens): 7 of {occupied} "
+            "occupied voxels left out"
+        ]
+    assert tight.prefix_hits == 1
