@@ -236,3 +236,18 @@ def capture_input(module: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
         yield seen
     finally:
         handle.remove()
+
+
+@contextmanager
+def capture_output(module: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect the hidden states ``module`` returns (a decoder layer's output)."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_mod, _args, output):
+        seen.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()

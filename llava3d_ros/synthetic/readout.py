@@ -12,9 +12,6 @@ a count. Its gradient reaches layer 1's attention and values without passing the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 
@@ -62,35 +59,21 @@ def readout_loss(
 ) -> torch.Tensor:
     """Smooth-L1 centre error plus count cross-entropy of ``head`` on ``hidden`` (B, T, H), the
     residual stream after layer 1; each term only where it has rows."""
-    dev, loss = hidden.device, hidden.new_zeros(())
-    # RMS-normalised first, as the model's own layers read the residual stream (its raw
-    # scale grows with depth and training)
-    hidden = torch.nn.functional.rms_norm(hidden, hidden.shape[-1:])
+    loss = hidden.new_zeros(())
     if centres:
-        b = torch.tensor([r[0] for r in centres], device=dev)
-        t = torch.tensor([r[1] for r in centres], device=dev)
-        want = torch.from_numpy(np.stack([r[2] for r in centres])).to(dev)
-        pred = head(hidden[b, t].to(head.weight.dtype))[:, :3]
+        want = torch.from_numpy(np.stack([r[2] for r in centres])).to(hidden.device)
+        pred = _read(head, hidden, centres)[:, :3]
         loss = loss + torch.nn.functional.smooth_l1_loss(pred, want)
     if counts:
-        b = torch.tensor([r[0] for r in counts], device=dev)
-        t = torch.tensor([r[1] for r in counts], device=dev)
-        want = torch.tensor([r[2] for r in counts], device=dev)
-        logits = head(hidden[b, t].to(head.weight.dtype))[:, 3:]
-        loss = loss + torch.nn.functional.cross_entropy(logits, want)
+        want = torch.tensor([r[2] for r in counts], device=hidden.device)
+        loss = loss + torch.nn.functional.cross_entropy(_read(head, hidden, counts)[:, 3:], want)
     return loss
 
 
-@contextmanager
-def capture_output(module: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the hidden states ``module`` returns (a decoder layer's output)."""
-    seen: list[torch.Tensor] = []
-
-    def hook(_mod, _args, output):
-        seen.append(output[0] if isinstance(output, tuple) else output)
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield seen
-    finally:
-        handle.remove()
+def _read(head: torch.nn.Linear, hidden: torch.Tensor, rows: list[tuple]) -> torch.Tensor:
+    """``head`` on the (sequence, position) rows of ``hidden``, each RMS-normalised first as the
+    model's own layers read the residual stream (its raw scale grows with depth and training)."""
+    b = torch.tensor([r[0] for r in rows], device=hidden.device)
+    t = torch.tensor([r[1] for r in rows], device=hidden.device)
+    picked = hidden[b, t]
+    return head(torch.nn.functional.rms_norm(picked, picked.shape[-1:]).to(head.weight.dtype))

@@ -47,6 +47,7 @@ from llava3d_ros.synthetic.binding import (
     binding_loss,
     binding_targets,
     capture_input,
+    capture_output,
     query_loss,
     query_targets,
     read_loss,
@@ -60,12 +61,7 @@ from llava3d_ros.synthetic.dataset import (
     load_npz,
     parse_seeds,
 )
-from llava3d_ros.synthetic.readout import (
-    capture_output,
-    readout_head,
-    readout_loss,
-    readout_targets,
-)
+from llava3d_ros.synthetic.readout import readout_head, readout_loss, readout_targets
 from llava3d_ros.synthetic.tasks import Task
 from llava3d_ros.synthetic.token_loss import category_head, token_loss, token_targets
 from llava3d_ros.synthetic.vocab import build_tokenizer

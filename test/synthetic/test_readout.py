@@ -12,12 +12,8 @@ from safetensors.torch import load_file
 
 from llava3d_ros.model.loader import weight_files
 from llava3d_ros.synthetic.batches import TurnEncoder, build_batch
-from llava3d_ros.synthetic.readout import (
-    capture_output,
-    readout_head,
-    readout_loss,
-    readout_targets,
-)
+from llava3d_ros.synthetic.binding import capture_output
+from llava3d_ros.synthetic.readout import readout_head, readout_loss, readout_targets
 from llava3d_ros.synthetic.train import draw_tasks, pick_tasks, train
 
 
