@@ -61,6 +61,7 @@ from llava3d_ros.synthetic.dataset import (
     load_npz,
     parse_seeds,
 )
+from llava3d_ros.synthetic.number_loss import NumberTable, number_loss, number_table
 from llava3d_ros.synthetic.readout import readout_head, readout_loss, readout_targets
 from llava3d_ros.synthetic.tasks import Task
 from llava3d_ros.synthetic.token_loss import category_head, token_loss, token_targets
@@ -115,6 +116,10 @@ class TrainConfig:
     # (e.g. ground,count: more signal for the hard tasks); () = plain sampling
     focus: tuple[str, ...] = ()
     focus_share: float = 0.0
+    # weight of the number loss (``number_loss``: box numbers against a Gaussian of width
+    # ``number_sigma`` metres over the number tokens, so a near miss costs less); 0 = off
+    number_loss: float = 0.0
+    number_sigma: float = 0.1
     seed: int = 0
 
 
@@ -274,9 +279,15 @@ def pad_batch(
 
 
 def batch_loss(
-    bundle: ModelBundle, embeds: torch.Tensor, labels: torch.Tensor
+    bundle: ModelBundle,
+    embeds: torch.Tensor,
+    labels: torch.Tensor,
+    numbers: NumberTable | None = None,
+    number_weight: float = 0.0,
+    number_sigma: float = 0.1,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Right-padded batch → mean answer-token CE and token accuracy.
+    """Right-padded batch → mean answer-token CE (plus the weighted number loss when a
+    ``numbers`` table is given) and token accuracy; ``stats["loss"]`` is the plain CE.
 
     No attention mask: padding only follows a sequence's tokens, and causal attention never
     looks forward, so the real tokens see exactly what they would alone (and the mask-free
@@ -291,7 +302,12 @@ def batch_loss(
         sup = target != -100
         right = (logits.argmax(-1) == target) & sup
         token_acc = float(right.sum() / sup.sum().clamp(min=1))
-    return loss, {"loss": float(loss.detach()), "token_acc": token_acc}
+    stats = {"loss": float(loss.detach()), "token_acc": token_acc}
+    if numbers is not None and number_weight > 0:
+        soft = number_loss(logits, target, numbers, number_sigma)
+        stats["number_loss"] = float(soft.detach())
+        loss = loss + number_weight * soft
+    return loss, stats
 
 
 @torch.no_grad()
@@ -381,6 +397,7 @@ def train(
         for s, f in zip(train_samples, feats, strict=True)
     ]
     encoder = TurnEncoder(tok)
+    numbers = number_table(tok).to(device) if cfg.number_loss > 0 else None
     val_feats = [scene_features(bundle, s) for s in val_samples or []]
     parts: tuple[torch.nn.Module, ...] = (bundle.lm, bundle.vision)
     if cfg.token_loss > 0:
@@ -446,7 +463,9 @@ def train(
                 layer1 = bundle.lm.model.layers[1]
                 layer1_input = hooks.enter_context(capture_input(layer1))
                 layer1_output = hooks.enter_context(capture_output(layer1))
-            loss, stats = batch_loss(bundle, embeds, labels)
+            loss, stats = batch_loss(
+                bundle, embeds, labels, numbers, cfg.number_loss, cfg.number_sigma
+            )
         if targets:
             bind = binding_loss(bundle, embeds, layer1_input[0], targets)
             loss = loss + cfg.bind_loss * bind
@@ -486,6 +505,7 @@ def train(
             if writer is None:
                 fields = ["step", "time_s", "lr", "loss", "token_acc"]
                 fields += ["bind_loss", "query_loss", "read_loss", "token_loss", "readout_loss"]
+                fields += ["number_loss"]
                 fields += [f"val_{k}" for k in cfg.kinds]
                 writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()
