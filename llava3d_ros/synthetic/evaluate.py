@@ -101,8 +101,14 @@ def _first_iou(boxes: list, truth: np.ndarray) -> float:
     return iou_aabb(boxes[0].center, boxes[0].size, truth[:3], truth[3:])
 
 
-def score_sample(engine: Engine, sample: SceneSample, max_new_tokens: int) -> dict[str, list]:
-    """Ask every question of one scene; per-metric lists of hits (and parse successes)."""
+def score_sample(
+    engine: Engine, sample: SceneSample, max_new_tokens: int, answers: list[dict] | None = None
+) -> dict[str, list]:
+    """Ask every question of one scene; per-metric lists of hits (and parse successes).
+
+    With ``answers`` each question's answer is appended to it as a record (seed, kind,
+    question, truth, answer text, parsed boxes) for looking at answers one by one.
+    """
     views = sample.model_views()
     engine.forget_scenes()  # frame ids restart at 0 in every scene
     hits: dict[str, list] = {m: [] for m in METRICS + DIAGNOSTICS}
@@ -113,6 +119,17 @@ def score_sample(engine: Engine, sample: SceneSample, max_new_tokens: int) -> di
         if not res.success:
             raise RuntimeError(f"seed {sample.seed}: engine failed: {res.code.name} {res.message}")
         text = _norm(res.text)
+        if answers is not None:
+            answers.append(
+                {
+                    "seed": sample.seed,
+                    "kind": task.kind,
+                    "question": task.question,
+                    "truth": task.answer,
+                    "answer": res.text,
+                    "boxes": [[*map(float, b.center), *map(float, b.size)] for b in res.boxes],
+                }
+            )
         if task.kind == "color":
             hits["click_color"].append(text == task.answer)
         elif task.kind == "category":
@@ -147,17 +164,24 @@ def evaluate(
     voxel_size: float = 0.2,
     max_new_tokens: int = 40,
     progress: bool = True,
+    answers: list[dict] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metric → share of hits, per ablation (NaN where a scene set had no such question)."""
+    """Metric → share of hits, per ablation (NaN where a scene set had no such question).
+
+    With ``answers``, every answer is appended to it as a record tagged with its ablation.
+    """
     out: dict[str, dict[str, float]] = {}
     for name in ablations:
         # A fresh engine per ablation: its scene-prefix cache must not outlive the hook.
         engine = Engine(bundle, voxel_size=voxel_size, max_new_tokens=max_new_tokens)
         totals: dict[str, list] = {m: [] for m in METRICS + DIAGNOSTICS}
+        records: list[dict] | None = [] if answers is not None else None
         with ablation(bundle, name):
             for sample in tqdm(samples, desc=name, disable=not progress):
-                for m, v in score_sample(engine, sample, max_new_tokens).items():
+                for m, v in score_sample(engine, sample, max_new_tokens, records).items():
                     totals[m] += v
+        if answers is not None:
+            answers += [{"ablation": name, **r} for r in records or []]
         out[name] = summarise(totals)
     return out
 
@@ -218,6 +242,12 @@ def main(argv: list[str] | None = None) -> None:
         help="views per scene (default 0: the model's num_frames, what it was trained on)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--answers",
+        type=Path,
+        default=None,
+        help="also write every answer here, one JSON object per line (with its truth and boxes)",
+    )
     a = p.parse_args(argv)
     if a.views < 0:
         p.error(f"--views must be 0 (the model's own) or positive, not {a.views}")
@@ -226,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     data = data_config_for(bundle, n_views=a.views, clicks=a.clicks)
     samples = generate(parse_seeds(a.seeds), data, a.workers)
-    results = evaluate(bundle, samples, tuple(a.ablations.split(",")))
+    answers: list[dict] | None = [] if a.answers else None
+    results = evaluate(bundle, samples, tuple(a.ablations.split(",")), answers=answers)
     print(
         f"model: {bundle.model_id}; {len(samples)} held-out scenes ({a.seeds}), "
         f"{data.n_views} views, clicks: {a.clicks}"
@@ -234,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(results))
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
+    if a.answers:
+        a.answers.write_text("".join(json.dumps(r) + "\n" for r in answers or []))
 
 
 if __name__ == "__main__":

@@ -63,13 +63,19 @@ def test_cli_views_reach_the_scenes_and_the_report(tmp_path, capsys) -> None:
 
     from llava3d_ros.synthetic.evaluate import main
 
-    out = tmp_path / "r.json"
+    out, answers = tmp_path / "r.json", tmp_path / "answers.jsonl"
     main(
         ["--seeds", "200000", "--ablations", "none", "--views", "3", "--workers", "1"]
-        + ["--clicks", "surface", "--json", str(out)]
+        + ["--clicks", "surface", "--json", str(out), "--answers", str(answers)]
     )
     assert "1 held-out scenes (200000), 3 views, clicks: surface" in capsys.readouterr().out
-    assert json.loads(out.read_text())["none"]["questions"] > 0
+    questions = json.loads(out.read_text())["none"]["questions"]
+    records = [json.loads(line) for line in answers.read_text().splitlines()]
+    # "questions" sums the metric entries: a caption scores 2 (name, box parses), a grounding 3
+    entries = {"caption": 2, "ground": 3}
+    assert questions > 0 and sum(entries.get(r["kind"], 1) for r in records) == questions
+    assert {r["ablation"] for r in records} == {"none"} and {r["seed"] for r in records} == {200000}
+    assert all(r["truth"] and isinstance(r["answer"], str) for r in records)
     with pytest.raises(SystemExit):
         main(["--seeds", "200000", "--views", "-1"])
 
@@ -129,8 +135,11 @@ def test_caption_box_accuracy_scores_the_box_a_caption_writes() -> None:
     sample = replace(full, tasks=[task])
     other = next(i for i in range(len(sample.boxes)) if i != task.target)
     for box, acc in ((task.box, 1.0), (sample.boxes[other], 0.0)):
-        out = summarise(score_sample(_FixedBoxEngine(box, "1"), sample, 1))
+        answers: list[dict] = []
+        out = summarise(score_sample(_FixedBoxEngine(box, "1"), sample, 1, answers))
         assert out["caption_box_acc25"] == acc and out["parseable_boxes"] == 1.0
+        assert answers[0]["kind"] == "caption" and answers[0]["truth"] == task.answer
+        np.testing.assert_allclose(answers[0]["boxes"][0], box)
 
 
 def test_count_majority_is_the_commonest_true_counts_share() -> None:
