@@ -29,6 +29,7 @@ from llava3d_ros.model.prompts import BOX_TOKEN_INDEX
 from llava3d_ros.synthetic.batches import IGNORE, PreparedScene, TurnEncoder, scene_order
 from llava3d_ros.synthetic.scenes import CATEGORIES
 from llava3d_ros.synthetic.tasks import Task
+from llava3d_ros.synthetic.vocab import WORD_START
 
 
 def _token_positions(scene: PreparedScene, pre_len: int, order: int | None) -> np.ndarray:
@@ -156,7 +157,7 @@ def read_targets(
                 words = [w for w in task.question.split('"')[1].split() if w != "the"]
             else:
                 words = [_counted(task) + "s"]
-            pieces = {sp.piece_to_id("\u2581" + w) for w in words}
+            pieces = {sp.piece_to_id(WORD_START + w) for w in words}
             describing = question[np.isin(np.asarray(post)[question], list(pieces))]
             if len(describing):
                 rows += [(b, int(start + p), start + describing) for p in positions]

@@ -175,13 +175,13 @@ def evaluate(
         # A fresh engine per ablation: its scene-prefix cache must not outlive the hook.
         engine = Engine(bundle, voxel_size=voxel_size, max_new_tokens=max_new_tokens)
         totals: dict[str, list] = {m: [] for m in METRICS + DIAGNOSTICS}
-        records: list[dict] | None = [] if answers is not None else None
+        first = len(answers or [])
         with ablation(bundle, name):
             for sample in tqdm(samples, desc=name, disable=not progress):
-                for m, v in score_sample(engine, sample, max_new_tokens, records).items():
+                for m, v in score_sample(engine, sample, max_new_tokens, answers).items():
                     totals[m] += v
-        if answers is not None:
-            answers += [{"ablation": name, **r} for r in records or []]
+        for record in (answers or [])[first:]:
+            record["ablation"] = name
         out[name] = summarise(totals)
     return out
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     data = data_config_for(bundle, n_views=a.views, clicks=a.clicks)
     samples = generate(parse_seeds(a.seeds), data, a.workers)
-    answers: list[dict] | None = [] if a.answers else None
+    answers: list[dict] | None = [] if a.answers else None  # kept only when asked for
     results = evaluate(bundle, samples, tuple(a.ablations.split(",")), answers=answers)
     print(
         f"model: {bundle.model_id}; {len(samples)} held-out scenes ({a.seeds}), "
@@ -265,8 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(results))
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
-    if a.answers:
-        a.answers.write_text("".join(json.dumps(r) + "\n" for r in answers or []))
+    if a.answers and answers is not None:
+        a.answers.write_text("".join(json.dumps(r) + "\n" for r in answers))
 
 
 if __name__ == "__main__":

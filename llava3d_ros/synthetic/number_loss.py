@@ -15,9 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from llava3d_ros.model.tokenizer import SpTokenizer
-from llava3d_ros.synthetic.vocab import number_symbols
-
-WORD_START = "\u2581"
+from llava3d_ros.synthetic.vocab import WORD_START, number_symbols
 
 
 @dataclass(frozen=True)
@@ -30,13 +28,8 @@ class NumberTable:
     word_start: torch.Tensor
     index: torch.Tensor
 
-    def to(self, device: str | torch.device) -> NumberTable:
-        return NumberTable(
-            *(t.to(device) for t in (self.ids, self.values, self.word_start, self.index))
-        )
 
-
-def number_table(tok: SpTokenizer) -> NumberTable:
+def number_table(tok: SpTokenizer, device: str | torch.device = "cpu") -> NumberTable:
     """Every number symbol the tokenizer holds as one piece (all of them for ``build_tokenizer``)."""
     ids, values, starts = [], [], []
     for piece in number_symbols():
@@ -48,9 +41,12 @@ def number_table(tok: SpTokenizer) -> NumberTable:
         starts.append(piece.startswith(WORD_START))
     if not ids:
         raise ValueError("the tokenizer has no one-decimal number tokens")
-    index = torch.full((tok.vocab_size,), -1, dtype=torch.long)
-    index[torch.tensor(ids)] = torch.arange(len(ids))
-    return NumberTable(torch.tensor(ids), torch.tensor(values), torch.tensor(starts), index)
+    index = torch.full((tok.vocab_size,), -1, dtype=torch.long, device=device)
+    ids_t = torch.tensor(ids, device=device)
+    index[ids_t] = torch.arange(len(ids), device=device)
+    return NumberTable(
+        ids_t, torch.tensor(values, device=device), torch.tensor(starts, device=device), index
+    )
 
 
 def number_loss(

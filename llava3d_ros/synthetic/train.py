@@ -283,11 +283,11 @@ def batch_loss(
     embeds: torch.Tensor,
     labels: torch.Tensor,
     numbers: NumberTable | None = None,
-    number_weight: float = 0.0,
+    number_weight: float = 1.0,
     number_sigma: float = 0.1,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Right-padded batch → mean answer-token CE (plus the weighted number loss when a
-    ``numbers`` table is given) and token accuracy; ``stats["loss"]`` is the plain CE.
+    """Right-padded batch → mean answer-token CE (plus ``number_weight`` × the number loss when
+    a ``numbers`` table is given) and token accuracy; ``stats["loss"]`` is the plain CE.
 
     No attention mask: padding only follows a sequence's tokens, and causal attention never
     looks forward, so the real tokens see exactly what they would alone (and the mask-free
@@ -303,7 +303,7 @@ def batch_loss(
         right = (logits.argmax(-1) == target) & sup
         token_acc = float(right.sum() / sup.sum().clamp(min=1))
     stats = {"loss": float(loss.detach()), "token_acc": token_acc}
-    if numbers is not None and number_weight > 0:
+    if numbers is not None:
         soft = number_loss(logits, target, numbers, number_sigma)
         stats["number_loss"] = float(soft.detach())
         loss = loss + number_weight * soft
@@ -397,7 +397,7 @@ def train(
         for s, f in zip(train_samples, feats, strict=True)
     ]
     encoder = TurnEncoder(tok)
-    numbers = number_table(tok).to(device) if cfg.number_loss > 0 else None
+    numbers = number_table(tok, device) if cfg.number_loss > 0 else None
     val_feats = [scene_features(bundle, s) for s in val_samples or []]
     parts: tuple[torch.nn.Module, ...] = (bundle.lm, bundle.vision)
     if cfg.token_loss > 0:

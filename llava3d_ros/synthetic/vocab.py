@@ -11,13 +11,14 @@ from llava3d_ros.synthetic.tasks import format_number
 
 # Coordinates and extents of the generated rooms stay well inside ±6 m.
 NUMBER_RANGE = 6.0
+WORD_START = "\u2581"  # sentencepiece's marker of a piece that starts a word
 
 
 def number_symbols(limit: float = NUMBER_RANGE) -> list[str]:
     """Every one-decimal number in [−limit, limit], bare and with the word-start marker."""
     n = round(limit * 10)
     nums = sorted({format_number(i / 10) for i in range(-n, n + 1)})
-    return nums + ["\u2581" + x for x in nums]
+    return nums + [WORD_START + x for x in nums]
 
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 800) -> SpTokenizer:
