@@ -53,6 +53,7 @@ from llava3d_ros.synthetic.binding import (
     read_loss,
     read_targets,
 )
+from llava3d_ros.synthetic.count_balance import count_weights, rebalance_counts
 from llava3d_ros.synthetic.dataset import (
     CLICK_MODES,
     DataConfig,
@@ -120,6 +121,9 @@ class TrainConfig:
     # ``number_sigma`` metres over the number tokens, so a near miss costs less); 0 = off
     number_loss: float = 0.0
     number_sigma: float = 0.1
+    # counting questions drawn with weight freq(answer) ** -count_balance (``count_balance``:
+    # rarer counts asked more often); 0 = plain draws
+    count_balance: float = 0.0
     seed: int = 0
 
 
@@ -341,13 +345,19 @@ def pick_tasks(sample: SceneSample, kinds: tuple[str, ...], n: int, rng: random.
 
 
 def draw_tasks(
-    sample: SceneSample, kinds: tuple[str, ...], cfg: TrainConfig, rng: random.Random
+    sample: SceneSample,
+    kinds: tuple[str, ...],
+    cfg: TrainConfig,
+    rng: random.Random,
+    counts: dict[str, float] | None = None,
 ) -> list[Task]:
     """One sequence's questions: from ``cfg.focus`` kinds with probability ``cfg.focus_share``,
-    else from ``kinds`` (the same draws as ``pick_tasks`` when there is no focus)."""
+    else from ``kinds`` (the same draws as ``pick_tasks`` when there is no focus); with
+    ``counts`` (``count_weights``) its counting questions are redrawn by answer weight."""
     if cfg.focus and rng.random() < cfg.focus_share:
         kinds = cfg.focus
-    return pick_tasks(sample, kinds, cfg.questions, rng)
+    tasks = pick_tasks(sample, kinds, cfg.questions, rng)
+    return tasks if counts is None else rebalance_counts(tasks, sample, counts, rng)
 
 
 def train(
@@ -414,6 +424,7 @@ def train(
         lr=cfg.lr,
         betas=(0.9, 0.95),
     )
+    count_draw = count_weights(train_samples, cfg.count_balance) if cfg.count_balance > 0 else None
     rng = random.Random(cfg.seed)
     log: list[dict] = []
     start = time.perf_counter()
@@ -437,7 +448,7 @@ def train(
         picked, task_lists, orders = [], [], []
         for _ in range(cfg.batch):
             i = rng.randrange(len(train_samples))
-            tasks = draw_tasks(train_samples[i], kinds, cfg, rng)
+            tasks = draw_tasks(train_samples[i], kinds, cfg, rng, count_draw)
             order = rng.randrange(2**31) if cfg.shuffle_tokens else None
             if tasks:
                 picked.append(scenes[i])
