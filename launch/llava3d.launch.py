@@ -36,6 +36,7 @@ PARAM_ARGS = {
     "max_scene_tokens": ("max_scene_tokens", int, "cap on scene tokens"),
     "max_new_tokens": ("max_new_tokens", int, "default answer length"),
     "temperature": ("temperature", float, "default sampling temperature"),
+    "constrain_boxes": ("constrain_boxes", bool, "decode boxes through the box grammar"),
     "max_pending_queries": ("max_pending_queries", int, "queries waiting before BUSY"),
     "axis_align": ("axis_align", bool, "estimate a floor-aligned frame"),
     "sensor_qos": ("sensor_qos", str, "sensor_data or reliable"),

@@ -65,6 +65,7 @@ class AnswerResult:
     timings: Timings = field(default_factory=Timings)
     parse_warnings: list[str] = field(default_factory=list)
     out_of_memory: bool = False  # MODEL_ERROR because memory ran out (worth a smaller retry)
+    box_tokens_overruled: int = 0  # tokens the box grammar replaced (constrained decoding)
 
     @property
     def success(self) -> bool:

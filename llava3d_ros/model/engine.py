@@ -16,6 +16,7 @@ from transformers import DynamicCache
 from llava3d_ros.answer import AnswerResult, QueryError, ResultCode, Timings
 from llava3d_ros.geometry.errors import GeometryError
 from llava3d_ros.model.answers import parse_boxes
+from llava3d_ros.model.box_grammar import BoxConstraint, BoxGrammar
 from llava3d_ros.model.features import FeatureCache
 from llava3d_ros.model.generate import SamplingConfig, decode, forward_embeds
 from llava3d_ros.model.llava3d import clip_patch_features
@@ -59,6 +60,7 @@ class Engine:
         top_p: float = 1.0,
         reuse_prefix: bool = True,
         vision_batch: int = 8,
+        constrain_boxes: bool = True,
     ) -> None:
         if max_scene_tokens < 1 or voxel_size <= 0 or vision_batch < 1:
             raise ValueError("max_scene_tokens, voxel_size and vision_batch must be positive")
@@ -79,6 +81,9 @@ class Engine:
         self.fault_hook: Callable[[str, int], None] | None = None
         self._lock = threading.Lock()
         self._model_id = bundle.model_id
+        tok = bundle.tokenizer
+        # inside "[...]" only tokens that keep it a readable box (model/box_grammar.py)
+        self.box_grammar = BoxGrammar(tok.token_texts(), tok.eos_id) if constrain_boxes else None
         cfg = bundle.vision.config
         self.image_size = cfg.image_size
         self.grid = cfg.image_size // cfg.patch_size
@@ -262,14 +267,25 @@ class Engine:
             if on_token is not None:
                 on_token(tok.decode(out), len(out))
 
+        constraint = BoxConstraint(self.box_grammar) if self.box_grammar else None
         try:
-            tokens = decode(b.lm, cache, logits, sampling, tok.eos_id, _emit, cancel)
+            tokens = decode(b.lm, cache, logits, sampling, tok.eos_id, _emit, cancel, constraint)
         finally:
             timings.decode_s = time.perf_counter() - t
         self.last_tokens = tokens
         result.text = tok.decode(tokens).strip()
         result.boxes, warnings = parse_boxes(result.text)
         result.parse_warnings.extend(warnings)
+        if constraint is not None and constraint.overruled:
+            result.box_tokens_overruled = constraint.overruled
+            result.parse_warnings.append(
+                f"box format enforced: {constraint.overruled} of {len(tokens)} tokens were not "
+                "the model's first choice"
+            )
+        if constraint is not None and constraint.dead_ends:
+            result.parse_warnings.append(
+                f"box format not enforceable with this vocabulary ({constraint.dead_ends} boxes)"
+            )
 
     def _enter(self, stage: str, n_views: int, on_stage: Callable[[str], None] | None) -> None:
         if self.fault_hook is not None:

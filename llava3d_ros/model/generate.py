@@ -10,6 +10,7 @@ import torch
 from transformers import DynamicCache, LlamaForCausalLM
 
 from llava3d_ros.answer import QueryError, ResultCode
+from llava3d_ros.model.box_grammar import BoxConstraint
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,13 @@ def decode(
     eos_id: int,
     on_token: Callable[[list[int]], None] | None = None,
     cancel: threading.Event | None = None,
+    constraint: BoxConstraint | None = None,
 ) -> list[int]:
     """Generate from ``logits`` (after the prompt) until EOS or ``max_new_tokens``.
 
     ``on_token`` sees the ids so far after each new token; a set ``cancel`` raises
-    ``QueryError(CANCELED)`` before the next forward pass.
+    ``QueryError(CANCELED)`` before the next forward pass. With ``constraint``, a token its
+    grammar forbids is replaced by the best (or a sampled) allowed one.
     """
     gen = None
     if cfg.temperature > 0:
@@ -79,6 +82,8 @@ def decode(
         raise QueryError(ResultCode.CANCELED, "canceled before the first token")
     while True:
         tok = pick_token(logits, cfg, gen)
+        if constraint is not None:
+            tok = constraint.check(logits, tok, lambda masked: pick_token(masked, cfg, gen))
         if tok == eos_id:
             break
         out.append(tok)

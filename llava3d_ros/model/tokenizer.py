@@ -49,6 +49,22 @@ class SpTokenizer:
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
 
+    def token_texts(self) -> list[str | None]:
+        """What each id adds to decoded text: ``▁`` → space, byte pieces → their ASCII
+        character; control, unknown and non-ASCII byte pieces → None."""
+        sp = self.sp
+        texts: list[str | None] = []
+        for i in range(sp.get_piece_size()):
+            piece = sp.id_to_piece(i)
+            if sp.is_control(i) or sp.is_unknown(i):
+                texts.append(None)
+            elif sp.is_byte(i):
+                value = int(piece[3:-1], 16)  # "<0x2C>"
+                texts.append(chr(value) if value < 128 else None)
+            else:
+                texts.append(piece.replace("\u2581", " "))
+        return texts
+
     def encode(self, text: str) -> list[int]:
         ids = self.sp.encode(text)
         return [self.bos_id, *ids] if self.add_bos else ids

@@ -41,5 +41,6 @@ def load_engine(s: Settings) -> Engine:
         voxel_size=s.voxel_size_m,
         max_new_tokens=s.max_new_tokens,
         temperature=s.temperature,
+        constrain_boxes=s.constrain_boxes,
         feature_cache_size=max(64, 2 * s.num_views),
     )

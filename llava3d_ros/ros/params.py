@@ -126,6 +126,12 @@ PARAMS: tuple[Param, ...] = (
     Param("max_new_tokens", 128, "default answer length cap in tokens", (1, 4096)),
     Param("temperature", 0.0, "default sampling temperature (0 = greedy)", (0.0, 5.0)),
     Param(
+        "constrain_boxes",
+        True,
+        "inside [...] in answers, decode only tokens that keep it a readable box (6 or 9 "
+        "numbers, positive extents); false = the model's own tokens",
+    ),
+    Param(
         "max_pending_queries",
         4,
         "queries waiting beyond the running one; more get BUSY at once",
@@ -230,6 +236,7 @@ class Settings:
     max_scene_tokens: int
     max_new_tokens: int
     temperature: float
+    constrain_boxes: bool
     max_pending_queries: int
     query_timeout_s: float
     max_question_chars: int

@@ -47,6 +47,7 @@ DIAGNOSTICS = (
     "ground_size_err_m",  # median of the mean absolute error of the three sizes
     "count_majority",  # share the commonest true count gets: counting's baseline
     "caption_box_acc25",  # caption boxes with IoU >= 0.25: reading a place the click gives
+    "boxes_enforced",  # box answers in which the box grammar replaced a token of the model's
 )
 
 # the node's embedded default (shipped with the package)
@@ -128,8 +129,11 @@ def score_sample(
                     "truth": task.answer,
                     "answer": res.text,
                     "boxes": [[*map(float, b.center), *map(float, b.size)] for b in res.boxes],
+                    "overruled": res.box_tokens_overruled,
                 }
             )
+        if task.kind in ("caption", "ground"):
+            hits["boxes_enforced"].append(res.box_tokens_overruled > 0)
         if task.kind == "color":
             hits["click_color"].append(text == task.answer)
         elif task.kind == "category":
@@ -165,15 +169,23 @@ def evaluate(
     max_new_tokens: int = 40,
     progress: bool = True,
     answers: list[dict] | None = None,
+    constrain_boxes: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Metric → share of hits, per ablation (NaN where a scene set had no such question).
 
     With ``answers``, every answer is appended to it as a record tagged with its ablation.
+    ``constrain_boxes`` decodes as the node does by default (box grammar on); off, the
+    model's own choices stand and ``parseable_boxes`` measures the model alone.
     """
     out: dict[str, dict[str, float]] = {}
     for name in ablations:
         # A fresh engine per ablation: its scene-prefix cache must not outlive the hook.
-        engine = Engine(bundle, voxel_size=voxel_size, max_new_tokens=max_new_tokens)
+        engine = Engine(
+            bundle,
+            voxel_size=voxel_size,
+            max_new_tokens=max_new_tokens,
+            constrain_boxes=constrain_boxes,
+        )
         totals: dict[str, list] = {m: [] for m in METRICS + DIAGNOSTICS}
         first = len(answers or [])
         with ablation(bundle, name):
@@ -188,7 +200,7 @@ def evaluate(
 
 def summarise(totals: dict[str, list]) -> dict[str, float]:
     """Per-question lists from ``score_sample`` → shares, medians and the count baseline."""
-    shares = METRICS + ("ground_right_object", "caption_box_acc25")
+    shares = METRICS + ("ground_right_object", "caption_box_acc25", "boxes_enforced")
     out = {m: float(np.mean(totals[m])) if totals[m] else float("nan") for m in shares}
     for m in ("ground_centre_err_m", "ground_size_err_m"):
         out[m] = float(np.median(totals[m])) if totals[m] else float("nan")
@@ -241,6 +253,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="views per scene (default 0: the model's num_frames, what it was trained on)",
     )
+    p.add_argument(
+        "--free-decoding",
+        action="store_true",
+        help="decode without the box grammar (the node's default has it on): parseable_boxes "
+        "then measures the model alone",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument(
         "--answers",
@@ -257,10 +275,17 @@ def main(argv: list[str] | None = None) -> None:
     data = data_config_for(bundle, n_views=a.views, clicks=a.clicks)
     samples = generate(parse_seeds(a.seeds), data, a.workers)
     answers: list[dict] | None = [] if a.answers else None  # kept only when asked for
-    results = evaluate(bundle, samples, tuple(a.ablations.split(",")), answers=answers)
+    results = evaluate(
+        bundle,
+        samples,
+        tuple(a.ablations.split(",")),
+        answers=answers,
+        constrain_boxes=not a.free_decoding,
+    )
+    decoding = "free (no box grammar)" if a.free_decoding else "box grammar on"
     print(
         f"model: {bundle.model_id}; {len(samples)} held-out scenes ({a.seeds}), "
-        f"{data.n_views} views, clicks: {a.clicks}"
+        f"{data.n_views} views, clicks: {a.clicks}, decoding: {decoding}"
     )
     print(format_table(results))
     if a.json:

@@ -68,7 +68,10 @@ def test_cli_views_reach_the_scenes_and_the_report(tmp_path, capsys) -> None:
         ["--seeds", "200000", "--ablations", "none", "--views", "3", "--workers", "1"]
         + ["--clicks", "surface", "--json", str(out), "--answers", str(answers)]
     )
-    assert "1 held-out scenes (200000), 3 views, clicks: surface" in capsys.readouterr().out
+    assert (
+        "1 held-out scenes (200000), 3 views, clicks: surface, decoding: box grammar on"
+        in capsys.readouterr().out
+    )
     questions = json.loads(out.read_text())["none"]["questions"]
     records = [json.loads(line) for line in answers.read_text().splitlines()]
     # "questions" sums the metric entries: a caption scores 2 (name, box parses), a grounding 3
@@ -83,8 +86,8 @@ def test_cli_views_reach_the_scenes_and_the_report(tmp_path, capsys) -> None:
 class _FixedBoxEngine:
     """Answers every question with one box (and the count text ``count``)."""
 
-    def __init__(self, box: np.ndarray, count: str) -> None:
-        self.box, self.count = box, count
+    def __init__(self, box: np.ndarray, count: str, overruled: int = 0) -> None:
+        self.box, self.count, self.overruled = box, count, overruled
 
     def forget_scenes(self) -> None:
         pass
@@ -94,7 +97,9 @@ class _FixedBoxEngine:
 
         box = SimpleNamespace(center=self.box[:3], size=self.box[3:])
         text = self.count if question.startswith("How many") else "[box]"
-        return SimpleNamespace(success=True, text=text, boxes=[box])
+        return SimpleNamespace(
+            success=True, text=text, boxes=[box], box_tokens_overruled=self.overruled
+        )
 
 
 def test_grounding_diagnostics_say_which_object_a_box_picked_and_how_far_off_it_is() -> None:
@@ -134,11 +139,13 @@ def test_caption_box_accuracy_scores_the_box_a_caption_writes() -> None:
     task = full.tasks[0]
     sample = replace(full, tasks=[task])
     other = next(i for i in range(len(sample.boxes)) if i != task.target)
-    for box, acc in ((task.box, 1.0), (sample.boxes[other], 0.0)):
+    for box, acc, overruled in ((task.box, 1.0, 0), (sample.boxes[other], 0.0, 3)):
         answers: list[dict] = []
-        out = summarise(score_sample(_FixedBoxEngine(box, "1"), sample, 1, answers))
+        out = summarise(score_sample(_FixedBoxEngine(box, "1", overruled), sample, 1, answers))
         assert out["caption_box_acc25"] == acc and out["parseable_boxes"] == 1.0
+        assert out["boxes_enforced"] == float(overruled > 0)  # the grammar's hand is counted
         assert answers[0]["kind"] == "caption" and answers[0]["truth"] == task.answer
+        assert answers[0]["overruled"] == overruled
         np.testing.assert_allclose(answers[0]["boxes"][0], box)
 
 

@@ -1,0 +1,192 @@
+"""Box-constrained decoding: the grammar, its token tables, and decoding through it."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from llava3d_ros.model.answers import parse_boxes
+from llava3d_ros.model.box_grammar import BoxConstraint, BoxGrammar, BoxState, feed
+from llava3d_ros.model.generate import SamplingConfig, decode, pick_token
+from llava3d_ros.model.tiny import random_bundle
+
+OUTSIDE = BoxState()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1.6, -1.7, 0.7, 0.5, 0.6, 0.9]",
+        "It is at [1.6, -1.7, 0.7, 0.5, 0.6, 0.9]. And [0,0,0,1,1,1] too.",
+        "[1, 2, 3, 4, 5, 6, 0.1, -0.2, 3.14]",
+        "[ 1 , 2 , 3 , 4 , 5 , 6 ]",
+        "no box at all",
+    ],
+)
+def test_readable_boxes_pass_and_close(text: str) -> None:
+    assert feed(OUTSIDE, text) == OUTSIDE
+    boxes, warnings = parse_boxes(text)
+    assert not warnings and len(boxes) == text.count("[")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1.6, -1.7 0.7",  # the stage-10 failure: a dropped comma
+        "[1, 2, 3, -1, 1, 1]",  # negative extent
+        "[1, 2, 3, 0.0, 1, 1]",  # zero extent
+        "[1, 2, 3, 4, 5]",  # too few numbers
+        "[1, 2, 3, 4, 5, 6, 7]",  # neither 6 nor 9
+        "[1, 2, 3, 4, 5, 6, 7, 8, 9,",  # a tenth number
+        "[  1",  # two spaces in a row
+        "[.5",
+        "[1.,",
+        "[-,",
+        "[12345",  # five integer digits
+        "[1.2345",  # four decimals
+        "[1, 2, a",
+        "[1, [2",
+    ],
+)
+def test_unreadable_boxes_are_refused(text: str) -> None:
+    assert feed(OUTSIDE, text) is None
+
+
+def test_every_closed_box_the_grammar_lets_through_parses() -> None:
+    """Random walks over box characters: whatever the grammar accepts and closes, the parser
+    reads as one box, without warnings (the grammar and the parser agree)."""
+    rng = random.Random(0)
+    alphabet = list("0123456789-., ]")
+    closed = 0
+    for _ in range(4000):
+        state, text = feed(OUTSIDE, "["), "["
+        for _ in range(40):
+            options = [c for c in alphabet if feed(state, c) is not None]
+            assert options, f"dead end after {text!r}"
+            c = rng.choice(options)
+            state, text = feed(state, c), text + c
+            if not state.inside:
+                break
+        if not state.inside:
+            closed += 1
+            boxes, warnings = parse_boxes(text)
+            assert len(boxes) == 1 and not warnings, text
+    assert closed > 100
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return random_bundle().tokenizer
+
+
+def _ids(tok, *pieces: str) -> list[int]:
+    return [tok.sp.piece_to_id(p) for p in pieces]
+
+
+def test_token_texts_map_sentencepiece_pieces(tok) -> None:
+    texts = tok.token_texts()
+    assert len(texts) == tok.vocab_size
+    assert texts[tok.eos_id] is None and texts[tok.bos_id] is None
+    word = tok.sp.encode(" the", out_type=str)[0]
+    assert texts[tok.sp.piece_to_id(word)] == word.replace("\u2581", " ")
+    comma = tok.sp.piece_to_id("<0x2C>")
+    assert texts[comma] == ","
+
+
+def test_mask_inside_a_box(tok) -> None:
+    grammar = BoxGrammar(tok.token_texts(), tok.eos_id)
+    state = feed(OUTSIDE, "[1.6, -1.7")
+    mask = grammar.allowed(state, tok.vocab_size + 4, torch.device("cpu"))
+    texts = tok.token_texts()
+    allowed = {texts[i] for i in torch.nonzero(mask).flatten().tolist()}
+    assert "," in allowed and " " in allowed and "0" in allowed
+    assert not mask[tok.eos_id] and not mask[tok.vocab_size :].any()  # no EOS, no unknown ids
+    assert all(feed(state, t) is not None for t in allowed)
+    outside = grammar.allowed(OUTSIDE, tok.vocab_size, torch.device("cpu"))
+    assert outside[tok.eos_id] and outside.float().mean() > 0.95
+
+
+class _ScriptedLM:
+    """A stand-in LM whose every step prefers the next token of ``script``, then ``fallback``
+    tokens in order, whatever came before; EOS once the script ends."""
+
+    def __init__(self, vocab: int, script: list[int], fallback: list[int], eos: int) -> None:
+        self.vocab, self.script, self.fallback, self.eos, self.step = (
+            vocab,
+            script,
+            fallback,
+            eos,
+            0,
+        )
+
+    def logits(self) -> torch.Tensor:
+        out = torch.zeros(self.vocab)
+        for rank, t in enumerate(self.fallback):
+            out[t] = 5.0 - 0.01 * rank
+        out[self.script[self.step] if self.step < len(self.script) else self.eos] = 10.0
+        return out
+
+    def get_input_embeddings(self):
+        return lambda ids: torch.zeros(1, 1, 4)
+
+    def __call__(self, **kwargs):
+        self.step += 1
+        return SimpleNamespace(logits=self.logits()[None, None])
+
+
+def _decode(tok, constrained: bool) -> tuple[str, BoxConstraint]:
+    # the stage-10 failure: a comma dropped after the second number
+    script = _ids(tok, "\u2581[", "1", ".", "6", "<0x2C>", "\u2581", "-", "1", ".", "7")
+    script += _ids(tok, "\u2581", "0", ".", "7", "<0x2C>", "\u2581", "0", ".", "5", "]")
+    fallback = _ids(tok, "<0x2C>", "]", "1", "\u2581")
+    lm = _ScriptedLM(tok.vocab_size, script, fallback, tok.eos_id)
+    constraint = BoxConstraint(BoxGrammar(tok.token_texts(), tok.eos_id))
+    out = decode(
+        lm,
+        None,
+        lm.logits(),
+        SamplingConfig(max_new_tokens=60),
+        tok.eos_id,
+        constraint=constraint if constrained else None,
+    )
+    return tok.decode(out), constraint
+
+
+def test_decoding_through_the_grammar_repairs_the_box(tok) -> None:
+    free, _ = _decode(tok, constrained=False)
+    boxes, warnings = parse_boxes(free)
+    assert not boxes and warnings  # what the model writes on its own does not parse
+    text, constraint = _decode(tok, constrained=True)
+    boxes, warnings = parse_boxes(text)
+    assert len(boxes) == 1 and not warnings, text
+    assert list(boxes[0].center[:2]) == [1.6, -1.7]  # the model's own numbers, comma restored
+    assert constraint.overruled >= 1 and constraint.dead_ends == 0
+    assert not constraint.state.inside
+
+
+def test_sampling_through_the_grammar_stays_readable(tok) -> None:
+    """Random logits, sampled: every box that closes parses (and most do close)."""
+    grammar = BoxGrammar(tok.token_texts(), tok.eos_id)
+    gen = torch.Generator().manual_seed(0)
+    cfg = SamplingConfig(temperature=1.0, seed=0)
+    closed = 0
+    for _ in range(20):
+        constraint = BoxConstraint(grammar)
+        text, state = "", feed(OUTSIDE, "[")
+        constraint.state = state
+        for _ in range(60):
+            logits = torch.randn(tok.vocab_size, generator=gen)
+            t = constraint.check(
+                logits, pick_token(logits, cfg, gen), lambda m: pick_token(m, cfg, gen)
+            )
+            text += tok.token_texts()[t] or ""
+            if not constraint.state.inside:
+                break
+        if not constraint.state.inside:
+            closed += 1
+            boxes, warnings = parse_boxes("[" + text)
+            assert len(boxes) == 1 and not warnings, text
+    assert closed >= 10
