@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{answer.scene_tokens} scene tokens from {len(answer.view_stamps)} views]"
             )
             print(f"  truth: {task.answer}")
+            for w in answer.warnings:  # e.g. a box the box grammar had to steer
+                print(f"  warning: {w}")
             for b, o in zip(a.boxes, answer.objects, strict=True):
                 line = f"  box {np.round(b, 2).tolist()}"
                 if task.box is not None:
