@@ -115,9 +115,13 @@ class BoxGrammar:
         """Boolean mask over ``vocab`` logits of the tokens allowed after ``state``."""
         mask = torch.zeros(vocab, dtype=torch.bool)
         if state.inside:
-            ids = [i for i in self.box_candidates if i < vocab and feed(state, self.texts[i])]
+            ids = [
+                i
+                for i in self.box_candidates
+                if i < vocab and feed(state, self.texts[i]) is not None
+            ]
         else:
-            ids = [i for i in range(min(vocab, len(self.texts))) if self.step(state, i)]
+            ids = [i for i in range(min(vocab, len(self.texts))) if self.step(state, i) is not None]
             mask[len(self.texts) :] = True
             if self.eos_id < vocab:
                 ids.append(self.eos_id)
@@ -135,7 +139,12 @@ class BoxConstraint:
         self.dead_ends = 0  # boxes left unconstrained because no token could continue them
 
     def check(self, logits: torch.Tensor, token: int, repick: Callable[[torch.Tensor], int]) -> int:
-        """``token`` if the grammar allows it, else ``repick`` over the allowed tokens only."""
+        """``token`` if the grammar allows it, else ``repick`` over the allowed tokens only.
+
+        Greedy: the argmax of the masked logits. Sampled: a refused draw followed by a draw
+        from the masked distribution gives exactly the masked distribution (top_p aside), so the mask is
+        built only when the model's own token is refused (rare; cheap decoding otherwise).
+        """
         nxt = self.grammar.step(self.state, token)
         if nxt is None:
             mask = self.grammar.allowed(self.state, logits.shape[-1], logits.device)
