@@ -142,8 +142,8 @@ class BoxConstraint:
         """``token`` if the grammar allows it, else ``repick`` over the allowed tokens only.
 
         Greedy: the argmax of the masked logits. Sampled: a refused draw followed by a draw
-        from the masked distribution gives exactly the masked distribution (top_p aside), so the mask is
-        built only when the model's own token is refused (rare; cheap decoding otherwise).
+        from the masked distribution gives exactly the masked distribution (top_p aside), so
+        the mask is built only when the model's own token is refused (rare; cheap otherwise).
         """
         nxt = self.grammar.step(self.state, token)
         if nxt is None:
