@@ -3,8 +3,8 @@
 The released model writes boxes as ``[cx, cy, cz, dx, dy, dz]`` (optionally + 3 angles) inside
 free text. A dropped comma or a stray word inside the brackets makes the box unreadable. With
 the grammar on, text outside brackets stays free; inside, a token is allowed only if the
-bracket can still become a box that ``answers.parse_boxes`` reads: 6 or 9 numbers separated
-by commas, positive extents, at most one space between items, and EOS only outside a box.
+bracket can still become a box that ``answers.parse_boxes`` reads, in the layout the model
+writes: 6 or 9 numbers separated by ``, ``, positive extents, and EOS only outside a box.
 Numbers are bounded (4 integer and 3 decimal digits), so every box closes within a bounded
 number of characters.
 
@@ -37,12 +37,18 @@ class BoxState:
     inside: bool = False
     count: int = 0
     number: str = ""  # the number being written
-    spaced: bool = False  # a space was just written (at most one in a row)
-    ended: bool = False  # the current number is complete; a comma or ']' comes next
+    spaced: bool = False  # a space followed the last comma
 
 
 def feed(state: BoxState, text: str) -> BoxState | None:
-    """The state after ``text``, or None if ``text`` cannot continue a box from ``state``."""
+    """The state after ``text``, or None if ``text`` cannot continue a box from ``state``.
+
+    Boxes are held to the released model's own layout, ``[n, n, n, n, n, n]``: a number ends
+    only at ``,`` or ``]``, and a space may follow a comma (once), nowhere else. Keeping the
+    model on text it was trained on lets it go on with its own numbers after a repair (with
+    a space allowed before the comma, a model that dropped the comma writes ``-1.7 ,`` and
+    then loses its place).
+    """
     s = state
     for c in text:
         if not s.inside:
@@ -50,12 +56,10 @@ def feed(state: BoxState, text: str) -> BoxState | None:
                 s = BoxState(inside=True)
             continue
         if c == " ":
-            if s.spaced or (s.number and not s.ended and not _complete(s.number, s.count)):
+            if s.count == 0 or s.number or s.spaced:
                 return None
-            s = replace(s, spaced=True, ended=s.ended or bool(s.number))
+            s = replace(s, spaced=True)
         elif c in _DIGITS or c in "-.":
-            if s.ended:
-                return None
             number = s.number + c
             if not _PARTIAL_NUMBER.fullmatch(number) or (c == "-" and s.count in _EXTENTS):
                 return None
@@ -64,7 +68,7 @@ def feed(state: BoxState, text: str) -> BoxState | None:
             decimals = number.partition(".")[2]
             if s.count in _EXTENTS and len(decimals) == 3 and float(number) == 0:
                 return None  # an extent of 0.000 could never become positive
-            s = replace(s, number=number, spaced=False)
+            s = replace(s, number=number)
         elif c in ",]":
             if not _complete(s.number, s.count):
                 return None
