@@ -276,13 +276,19 @@ class Engine:
         result.text = tok.decode(tokens).strip()
         result.boxes, warnings = parse_boxes(result.text)
         result.parse_warnings.extend(warnings)
-        if constraint is not None and constraint.overruled:
-            result.box_tokens_overruled = constraint.overruled
+        if constraint is not None:
+            self._report_constraint(constraint, len(tokens), result)
+
+    @staticmethod
+    def _report_constraint(constraint: BoxConstraint, n_tokens: int, result: AnswerResult) -> None:
+        """Say in the answer where the box grammar overrode the model."""
+        result.box_tokens_overruled = constraint.overruled
+        if constraint.overruled:
             result.parse_warnings.append(
-                f"box format enforced: {constraint.overruled} of {len(tokens)} tokens were not "
+                f"box format enforced: {constraint.overruled} of {n_tokens} tokens were not "
                 "the model's first choice"
             )
-        if constraint is not None and constraint.dead_ends:
+        if constraint.dead_ends:
             result.parse_warnings.append(
                 f"box format not enforceable with this vocabulary ({constraint.dead_ends} boxes)"
             )

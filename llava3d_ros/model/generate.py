@@ -80,10 +80,14 @@ def decode(
     out: list[int] = []
     if cancel is not None and cancel.is_set():
         raise QueryError(ResultCode.CANCELED, "canceled before the first token")
+
+    def repick(masked: torch.Tensor) -> int:
+        return pick_token(masked, cfg, gen)
+
     while True:
         tok = pick_token(logits, cfg, gen)
         if constraint is not None:
-            tok = constraint.check(logits, tok, lambda masked: pick_token(masked, cfg, gen))
+            tok = constraint.check(logits, tok, repick)
         if tok == eos_id:
             break
         out.append(tok)

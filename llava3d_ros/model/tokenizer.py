@@ -30,6 +30,7 @@ class SpTokenizer:
         self.bos_id = self.sp.bos_id()
         self.eos_id = self.sp.eos_id()
         self.unk_id = self.sp.unk_id()
+        self._texts: list[str | None] | None = None  # token_texts, built on first use
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> SpTokenizer:
@@ -51,7 +52,13 @@ class SpTokenizer:
 
     def token_texts(self) -> list[str | None]:
         """What each id adds to decoded text: ``▁`` → space, byte pieces → their ASCII
-        character; control, unknown and non-ASCII byte pieces → None."""
+        character; control, unknown and non-ASCII byte pieces → None. Built once: every
+        engine on this tokenizer (one per ablation in ``eval-synthetic``) shares the list."""
+        if self._texts is None:
+            self._texts = self._build_token_texts()
+        return self._texts
+
+    def _build_token_texts(self) -> list[str | None]:
         sp = self.sp
         texts: list[str | None] = []
         for i in range(sp.get_piece_size()):

@@ -177,6 +177,7 @@ def test_sampling_through_the_grammar_stays_readable(tok) -> None:
     grammar = BoxGrammar(tok.token_texts(), tok.eos_id)
     gen = torch.Generator().manual_seed(0)
     cfg = SamplingConfig(temperature=1.0, seed=0)
+    texts = tok.token_texts()
     closed = 0
     for _ in range(20):
         constraint = BoxConstraint(grammar)
@@ -187,7 +188,7 @@ def test_sampling_through_the_grammar_stays_readable(tok) -> None:
             t = constraint.check(
                 logits, pick_token(logits, cfg, gen), lambda m: pick_token(m, cfg, gen)
             )
-            text += tok.token_texts()[t] or ""
+            text += texts[t] or ""
             if not constraint.state.inside:
                 break
         if not constraint.state.inside:
