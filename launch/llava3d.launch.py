@@ -31,6 +31,11 @@ PARAM_ARGS = {
     "pose_source": ("pose_source", str, "pose (PoseStamped), odom (Odometry) or tf"),
     "sync_slop_s": ("sync_slop_s", float, "max colour/depth/info stamp difference"),
     "pose_tolerance_s": ("pose_tolerance_s", float, "max image-to-pose time distance"),
+    "time_jump_policy": (
+        "time_jump_policy",
+        str,
+        "when sensor time jumps back (a replayed bag): reset the scene or keep it",
+    ),
     "num_views": ("num_views", int, "views per query"),
     "buffer_capacity": ("buffer_capacity", int, "keyframes kept"),
     "max_scene_tokens": ("max_scene_tokens", int, "cap on scene tokens"),

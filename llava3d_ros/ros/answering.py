@@ -86,6 +86,7 @@ class SceneAnswerer:
         defaults: AnswerDefaults,
         why_no_scene: Callable[[], str] = lambda: "",
         not_ready_reason: Callable[[], str] = lambda: "the model is not loaded",
+        scene_warnings: Callable[[], list[str]] = list,
     ) -> None:
         self.buffer = buffer
         self.lock = lock
@@ -93,13 +94,16 @@ class SceneAnswerer:
         self.defaults = defaults
         self.why_no_scene = why_no_scene
         self.not_ready_reason = not_ready_reason
+        self.scene_warnings = scene_warnings  # said in every answer while they hold
 
     def run(self, job: Job) -> AnswerResult:
         """The queue's run function: never raises for a bad request or scene, returns a coded result."""
         try:
-            return self._answer(job)
+            result = self._answer(job)
         except QueryError as exc:
-            return AnswerResult(code=exc.code, message=exc.message)
+            result = AnswerResult(code=exc.code, message=exc.message)
+        result.parse_warnings[:0] = self.scene_warnings()
+        return result
 
     def _answer(self, job: Job) -> AnswerResult:
         req = job.request

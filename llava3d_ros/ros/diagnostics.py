@@ -85,6 +85,11 @@ class Health:
     queries_done: int = 0
     queries_busy: int = 0
     last_latency_s: float = 0.0
+    stopped: dict[str, str] = field(default_factory=dict)  # worker → why it stopped
+    time_jumps: int = 0  # times sensor time ran backwards (restarted bag, simulator)
+    # optional outputs (log, publishers, markers, debug image, diagnostics) that raised
+    output_failures: dict[str, int] = field(default_factory=dict)
+    output_errors: dict[str, str] = field(default_factory=dict)  # step → last error
 
 
 def process_memory_mb() -> float:
@@ -108,7 +113,7 @@ def _kv(key: str, value: object) -> KeyValue:
 
 
 def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArray:
-    """Three statuses: inputs, scene buffer, model + queries."""
+    """Four statuses: inputs, scene buffer, model + queries, optional outputs."""
     prefix = f"{node_name}: "
     inputs = DiagnosticStatus(name=prefix + "inputs", hardware_id=node_name)
     inputs.values = [_kv(f"rate_hz.{k}", v) for k, v in sorted(h.rates_hz.items())]
@@ -120,8 +125,13 @@ def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArra
     inputs.values += [_kv("ingest_queue", h.ingest_queue)]
     inputs.values += [_kv(f"not_taken.{k}", v) for k, v in sorted(h.not_taken.items())]
     inputs.values += [_kv(f"warning.{i}", w) for i, w in enumerate(h.warnings)]
+    inputs.values += [_kv("time_jumps", h.time_jumps)]
+    inputs.values += [_kv(f"stopped.{k}", v) for k, v in sorted(h.stopped.items())]
     problems = list(h.warnings) + [f"{k}: {v}" for k, v in sorted(h.input_errors.items())]
-    if problems:
+    if "ingestion" in h.stopped:
+        inputs.level = DiagnosticStatus.ERROR
+        inputs.message = f"ingestion stopped: {h.stopped['ingestion']}"[:500]
+    elif problems:
         inputs.level, inputs.message = DiagnosticStatus.WARN, "; ".join(problems)[:500]
     elif not any(h.rates_hz.values()):
         inputs.level, inputs.message = DiagnosticStatus.WARN, "no sensor input"
@@ -151,7 +161,11 @@ def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArra
         _kv("queries_busy", h.queries_busy),
         _kv("last_latency_s", h.last_latency_s),
     ]
-    if h.model_state == "failed":
+    workers = {k: v for k, v in h.stopped.items() if k != "ingestion"}
+    if workers:
+        model.level = DiagnosticStatus.ERROR
+        model.message = "; ".join(f"{k} stopped: {v}" for k, v in sorted(workers.items()))[:500]
+    elif h.model_state == "failed":
         model.level, model.message = (
             DiagnosticStatus.ERROR,
             f"model failed to load: {h.model_error}",
@@ -160,5 +174,15 @@ def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArra
         model.level, model.message = DiagnosticStatus.OK, h.model_id
     else:
         model.level, model.message = DiagnosticStatus.WARN, f"model {h.model_state}"
+    outputs = DiagnosticStatus(name=prefix + "outputs", hardware_id=node_name)
+    outputs.values = [_kv(f"failures.{k}", v) for k, v in sorted(h.output_failures.items())]
+    outputs.values += [_kv(f"last_error.{k}", v) for k, v in sorted(h.output_errors.items())]
+    if h.output_failures:
+        outputs.level = DiagnosticStatus.WARN
+        outputs.message = "failed (replies unaffected): " + "; ".join(
+            f"{k} ×{n}" for k, n in sorted(h.output_failures.items())
+        )
+    else:
+        outputs.level, outputs.message = DiagnosticStatus.OK, "all published"
     header = Header(stamp=ns_to_stamp(stamp_ns))
-    return DiagnosticArray(header=header, status=[inputs, scene, model])
+    return DiagnosticArray(header=header, status=[inputs, scene, model, outputs])

@@ -75,7 +75,7 @@ class QueryInterfaces:
             except InvalidHandle as exc:
                 # a reply to a service or goal that deactivate destroyed mid-call: the caller
                 # misses that one answer, the others must still be served
-                self._log.warn(f"reply dropped (interface destroyed mid-call): {exc}")
+                self._log.warning(f"reply dropped (interface destroyed mid-call): {exc}")
             except Exception as exc:  # queries must still be served after a failed callback
                 self._log.error(f"query callback failed: {type(exc).__name__}: {exc}")
 
@@ -217,7 +217,7 @@ class SensorInputs:
                     try:
                         _run_coroutine(w.execute(w.take_data()))
                     except Exception as exc:
-                        self._log.warn(f"QoS event handler failed: {type(exc).__name__}: {exc}")
+                        self._log.warning(f"QoS event handler failed: {type(exc).__name__}: {exc}")
 
     def _take_all(self, sub: _Served) -> None:
         """Everything queued for ``sub`` (a gated one: while the gate stays open)."""

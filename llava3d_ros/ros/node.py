@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import signal
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
@@ -54,6 +56,7 @@ from llava3d_ros.action import Ask
 from llava3d_ros.answer import AnswerResult, QueryError, ResultCode
 from llava3d_ros.geometry.boxes import BOX_EDGES, box_corners, project_points
 from llava3d_ros.geometry.errors import GeometryError
+from llava3d_ros.guard import Guard
 from llava3d_ros.msg import Answer
 from llava3d_ros.ros import convert, serialized
 from llava3d_ros.ros.answering import AnswerDefaults, SceneAnswerer, validate
@@ -83,6 +86,7 @@ FEEDBACK_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # Images arrive serialized and are decoded only for frames that may become keyframes; others
 # are still decoded this often, so a broken stream is reported while the camera stands still.
 VALIDATE_PERIOD_S = 1.0
+NAME_CHECK_AFTER_S = 2.0  # discovery on loopback takes ~0.3 s; other transports longer
 EngineFactory = Callable[[Settings], Any]
 
 
@@ -135,6 +139,11 @@ class Llava3dNode(LifecycleNode):
         self._points_published = -1e9
         self._points_cache: dict[int, tuple] = {}
         self._last_validated = -1e9
+        self._guard = Guard(self.get_logger())
+        self._stopped: dict[str, str] = {}  # worker → why it stopped (diagnostics ERROR)
+        self._time_jumps = 0
+        self._jump: tuple[int, int] | None = None
+        self._name_check: Any = None  # a time jump the sync saw, not yet applied
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -178,12 +187,17 @@ class Llava3dNode(LifecycleNode):
             pose_wait_ns=int(s.pose_wait_s * 1e9),
             queue_size=max(s.sensor_queue_size, 2),
             use_depth_info=s.use_depth_camera_info,
+            on_drop=self._on_sync_drop,
+            time_jump_ns=int(s.time_jump_threshold_s * 1e9),
+            on_time_jump=self._on_time_jump,
         )
         self._color_info = serialized.SerializedCameraInfo()
         self._depth_info = serialized.SerializedCameraInfo()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS)
         self._diag_timer = self.create_timer(
-            s.diagnostics_period_s, self._publish_diagnostics, MutuallyExclusiveCallbackGroup()
+            s.diagnostics_period_s,
+            lambda: self._guard.run("diagnostics", self._publish_diagnostics),
+            MutuallyExclusiveCallbackGroup(),
         )
         self.get_logger().info(f"configured: model {self._model_state} {self._model_label()}")
         return TransitionCallbackReturn.SUCCESS
@@ -207,6 +221,7 @@ class Llava3dNode(LifecycleNode):
             self._defaults(),
             why_no_scene=self._why_no_scene,
             not_ready_reason=self._not_ready_reason,
+            scene_warnings=self._scene_warnings,
         )
         self.queue = QueryQueue(answerer.run, s.max_pending_queries, s.query_timeout_s)
         self._rate_limiter = ClientRateLimiter(s.client_rate_hz, s.client_burst)
@@ -265,14 +280,41 @@ class Llava3dNode(LifecycleNode):
             feedback_pub_qos_profile=FEEDBACK_QOS,
         )
         self._active = True
-        self._ingest_thread = named_thread(self._ingest_loop, "llava3d-ingest")
+        self._stopped.clear()
+        self._ingest_thread = named_thread(
+            self._ingest_loop, "llava3d-ingest", on_exit=self._worker_exit("ingestion")
+        )
         self._ingest_thread.start()
         sensors.start()
         q.start()
+        self._name_check = self.create_timer(NAME_CHECK_AFTER_S, self._check_name_is_unique)
         self.get_logger().info(
             "active: waiting for rgb/image, depth/image, rgb/camera_info and poses"
         )
         return super().on_activate(state)
+
+    def _check_name_is_unique(self) -> None:
+        """Once, after discovery had time: warn when another node has this node's full name.
+
+        Two nodes with one name both serve ``~/query``; a caller cannot tell which answers.
+        """
+        timer, self._name_check = self._name_check, None
+        if timer is not None:
+            self.destroy_timer(timer)
+        mine = self.get_fully_qualified_name()
+        same = [
+            n for n, ns in self.get_node_names_and_namespaces() if f"{ns.rstrip('/')}/{n}" == mine
+        ]
+        if len(same) > 1:
+            self._warnings["name"] = f"{len(same)} nodes on the graph are named {mine}"
+            self._guard.log(
+                "name",
+                "warning",
+                f"another node named {mine} is on the graph ({len(same)} in all): both serve "
+                f"{mine}/query and callers cannot tell which answers; give one a different "
+                "name or namespace",
+                period_s=0.0,
+            )
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._teardown_active("node deactivated")
@@ -296,6 +338,9 @@ class Llava3dNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown_active(self, reason: str) -> None:
+        if self._name_check is not None:
+            self.destroy_timer(self._name_check)
+            self._name_check = None
         if not self._active:
             self._close_interfaces()  # an activation that failed half-way
             return
@@ -342,7 +387,7 @@ class Llava3dNode(LifecycleNode):
                 self._calls_cv.wait(deadline - time.monotonic())
             left = self._calls_in_flight
         if left:
-            self.get_logger().warn(f"{left} query handlers still running after {timeout_s} s")
+            self.get_logger().warning(f"{left} query handlers still running after {timeout_s} s")
         elif busy:
             time.sleep(0.2)
 
@@ -440,7 +485,67 @@ class Llava3dNode(LifecycleNode):
     def _input_error(self, name: str, message: str) -> None:
         self._errors[name] = message
         self._error_counts[name] += 1
-        self.get_logger().warn(f"{name}: {message}", throttle_duration_sec=5.0)
+        self._guard.log(f"input {name}", "warning", f"{name}: {message}")
+
+    def _on_sync_drop(self, reason: str) -> None:
+        """A frame the synchroniser dropped: said in the log too, once per reason and period."""
+        self._guard.log(f"drop {reason.split(':')[0]}", "warning", f"frame dropped: {reason}")
+
+    def _on_time_jump(self, old_ns: int, new_ns: int) -> None:
+        """The synchroniser saw time run backwards; ``_feed`` handles it once the lock is free.
+
+        (The scene lock is never taken under the sync lock: a query holds the scene lock while
+        it asks the synchroniser why there is no scene.)
+        """
+        self._jump = (old_ns, new_ns)
+
+    def _apply_time_jump(self, old_ns: int, new_ns: int) -> None:
+        """Sensor time ran backwards (a restarted bag or simulator): reset or re-time the scene.
+
+        Frames of the old time line still queued for ingest are dropped; frames of the new one
+        are queued only after this (see ``_feed``).
+        """
+        self._time_jumps += 1
+        with self._ingest_cv:
+            self._ingest.clear()
+        keep = self.settings.time_jump_policy == "keep"
+        with self._scene_lock:
+            if keep:
+                self.buffer.restart_timeline()
+                what = f"scene kept ({len(self.buffer)} keyframes), new time line accepted"
+            else:
+                what = f"scene reset ({self.buffer.reset()} keyframes dropped)"
+        self._warnings["time_jump"] = (
+            f"sensor time jumped back from {old_ns / 1e9:.3f} s to {new_ns / 1e9:.3f} s: {what}"
+        )
+        self._guard.log(
+            "time jump",
+            "warning",
+            f"sensor time jumped back from {old_ns / 1e9:.3f} s to {new_ns / 1e9:.3f} s "
+            f"(a restarted bag or simulator, or a sim-time reset): {what} "
+            f"(time_jump_policy={self.settings.time_jump_policy})",
+            period_s=0.0,
+        )
+
+    def _worker_exit(self, what: str) -> Callable[[BaseException | None], None]:
+        """How a worker thread reports that it ended: an unexpected end is an ERROR."""
+
+        def on_exit(exc: BaseException | None) -> None:
+            if exc is None and not self._active:
+                return  # stopped by deactivate or shutdown
+            reason = "it returned while active" if exc is None else f"{type(exc).__name__}: {exc}"
+            self._stopped[what] = reason
+            self._guard.log(f"stopped {what}", "error", f"{what} stopped: {reason}", period_s=0.0)
+
+        return on_exit
+
+    def _scene_warnings(self) -> list[str]:
+        """Warnings every answer carries while they hold (a stopped ingestion: a stale scene)."""
+        return [
+            f"the scene is stale: {what} stopped ({why}); answers come from the keyframes "
+            "received before"
+            for what, why in self._stopped.items()
+        ]
 
     def _on_callback_error(self, name: str, exc: Exception) -> None:
         self._input_error(name, f"callback failed: {type(exc).__name__}: {exc}")
@@ -453,6 +558,9 @@ class Llava3dNode(LifecycleNode):
             frames = add()
             after = sum(self.sync.drops[k] for k in self.sync.drops if k.startswith("no pose"))
             self._pose_failures += after - before
+            jump, self._jump = self._jump, None
+        if jump is not None:
+            self._apply_time_jump(*jump)
         if frames:
             sensors = self._sensors
             if sensors is not None:
@@ -547,6 +655,8 @@ class Llava3dNode(LifecycleNode):
     def _worth_decoding(self, f: SyncedFrame) -> bool:
         """Whether to decode a frame's images: a keyframe candidate, or a validation is due."""
         with self._scene_lock:
+            if f.epoch != self.sync.epoch:
+                return False  # matched before a time jump: its time line is gone
             try:
                 keep = self.buffer.would_keep(f.stamp_ns, f.cam_to_world)
             except FrameOrderError as exc:
@@ -602,6 +712,8 @@ class Llava3dNode(LifecycleNode):
         try:
             frame = Frame(rgb, depth, cam.k, k_depth, f.cam_to_world, f.stamp_ns)
             with self._scene_lock:
+                if f.epoch != self.sync.epoch:
+                    return None  # time jumped back while it was decoded
                 fid = self.buffer.add(frame)
         except FrameOrderError as exc:
             return self._input_error("frame", str(exc))
@@ -660,13 +772,10 @@ class Llava3dNode(LifecycleNode):
 
     # ---------------------------------------------------------------- outputs
     def _publish(self, name: str, msg: Any) -> None:
+        """Publish on an output that exists now (callers guard it: see ``_reply``)."""
         pub = self._pubs.get(name)
-        if pub is None:
-            return
-        try:
+        if pub is not None:
             pub.publish(msg)
-        except Exception as exc:  # publisher destroyed by a concurrent deactivate
-            self.get_logger().debug(f"publish on {name} skipped: {exc}")
 
     def _publish_scene(self) -> None:
         if "scene_points" not in self._pubs and "debug_image" not in self._pubs:
@@ -675,7 +784,10 @@ class Llava3dNode(LifecycleNode):
             kfs = [self.buffer.keyframe(i) for i in self.buffer.frame_ids()]
         if not kfs:
             return
-        self._publish_debug_image(kfs[-1].frame)
+        self._guard.run("debug_image", lambda: self._publish_debug_image(kfs[-1].frame))
+        self._guard.run("scene_points", lambda: self._publish_scene_points(kfs))
+
+    def _publish_scene_points(self, kfs: list) -> None:
         now = time.monotonic()
         if "scene_points" not in self._pubs or now - self._points_published < SCENE_POINTS_PERIOD_S:
             return
@@ -703,6 +815,16 @@ class Llava3dNode(LifecycleNode):
     def _publish_debug_image(self, frame: Frame) -> None:
         if "debug_image" not in self._pubs:
             return
+        img = self._draw_debug_image(frame)
+        self._publish(
+            "debug_image",
+            convert.array_to_image(
+                img, "rgb8", frame.stamp_ns, self.settings.world_frame + "_debug"
+            ),
+        )
+
+    def _draw_debug_image(self, frame: Frame) -> np.ndarray:
+        """The frame's colour image with the last answer's boxes drawn in."""
         import cv2  # only needed for drawing
 
         img = np.ascontiguousarray(frame.rgb.copy())
@@ -731,51 +853,81 @@ class Llava3dNode(LifecycleNode):
                         (255, 255, 0),
                         2,
                     )
-        self._publish(
-            "debug_image",
-            convert.array_to_image(
-                img, "rgb8", frame.stamp_ns, self.settings.world_frame + "_debug"
-            ),
-        )
+        return img
 
-    def _publish_answer(self, result: AnswerResult, req: QueryRequest) -> Answer:
-        from llava3d_ros.ros.markers import answer_markers
+    def _reply(
+        self, result: AnswerResult, req: QueryRequest, done: Callable[[Answer], None]
+    ) -> None:
+        """Send the reply first, then the optional outputs, each guarded (never the reply's loss).
 
+        The reply is the only step that must happen; a log line, ``~/answer``, the markers or
+        the debug image that fail are counted in /diagnostics and logged, never propagated.
+        """
+        msg = self._answer_msg(result, req)
+        try:
+            done(msg)
+        except Exception as exc:  # the caller's end failed (e.g. its goal is gone); go on
+            self._guard.failed("reply", exc)
+        self._guard.run("answer log", lambda: self._log_answer(result))
+        self._guard.run("~/answer", lambda: self._publish("answer", msg))
+        if result.code == ResultCode.BUSY:
+            return
+        if result.success:
+            self._last_result = result
+        self._guard.run("markers", lambda: self._publish_markers(result, msg))
+        if result.success:
+            self._guard.run("debug_image", self._publish_newest_debug_image)
+
+    def _answer_msg(self, result: AnswerResult, req: QueryRequest) -> Answer:
+        """The Answer message of ``result``; a result that cannot be converted becomes MODEL_ERROR."""
         world = self.settings.world_frame if self.settings else ""
         if not result.model and self.engine is not None:
             result.model = self.engine.model_id  # say which model even when it was not run
-        msg = convert.answer_to_msg(result, req, world)
-        self._publish("answer", msg)
-        self._log_answer(result)
-        if result.code in (ResultCode.BUSY,):
-            return msg
-        camera = None
-        newest_frame = None
+        try:
+            return convert.answer_to_msg(result, req, world)
+        except Exception as exc:
+            self._guard.failed("answer conversion", exc)
+            failed = AnswerResult(
+                ResultCode.MODEL_ERROR,
+                f"the answer could not be converted: {type(exc).__name__}: {exc}",
+                model=result.model,
+            )
+            return convert.answer_to_msg(failed, QueryRequest(), world)
+
+    def _newest_frame(self) -> Frame | None:
         with self._scene_lock:
-            if self.buffer is not None and len(self.buffer):
-                newest_frame = self.buffer.keyframe(self.buffer.frame_ids()[-1]).frame
-                camera = newest_frame.cam_to_world[:3, 3]
-        if result.success:
-            self._last_result = result
+            if self.buffer is None or not len(self.buffer):
+                return None
+            return self.buffer.keyframe(self.buffer.frame_ids()[-1]).frame
+
+    def _publish_markers(self, result: AnswerResult, msg: Answer) -> None:
+        from llava3d_ros.ros.markers import answer_markers
+
+        newest = self._newest_frame()
+        camera = newest.cam_to_world[:3, 3] if newest is not None else None
+        world = self.settings.world_frame if self.settings else ""
         stamp = convert.stamp_to_ns(msg.header.stamp)
         self._publish("markers", answer_markers(result, world, stamp, camera))
-        if newest_frame is not None and result.success:
-            self._publish_debug_image(newest_frame)
-        return msg
+
+    def _publish_newest_debug_image(self) -> None:
+        newest = self._newest_frame()
+        if newest is not None:
+            self._publish_debug_image(newest)
 
     def _log_answer(self, result: AnswerResult) -> None:
         """Failures and warnings go to the log too (the caller has them in the Answer)."""
-        log = self.get_logger()
         if result.code == ResultCode.MODEL_ERROR:
-            log.error(f"query failed: MODEL_ERROR: {result.message}")
+            self.get_logger().error(f"query failed: MODEL_ERROR: {result.message}")
         elif result.code != ResultCode.OK:
             # callers cause these (and can flood them): one line per second at most
-            log.info(
+            self._guard.log(
+                "query refused",
+                "info",
                 f"query refused: {ResultCode(result.code).name}: {result.message}",
-                throttle_duration_sec=1.0,
+                period_s=1.0,
             )
         for warning in result.parse_warnings:
-            log.warn(f"answer warning: {warning}", throttle_duration_sec=1.0)
+            self._guard.log("answer warning", "warning", f"answer warning: {warning}", 1.0)
 
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None:
@@ -800,7 +952,10 @@ class Llava3dNode(LifecycleNode):
             model_error=self._model_error,
             ingest_queue=len(self._ingest),
             not_taken=dict(self._not_taken),
+            stopped=dict(self._stopped),
+            time_jumps=self._time_jumps,
         )
+        h.output_failures, h.output_errors = self._guard.snapshot()
         if self.sync is not None:
             with self._sync_lock:
                 h.sync_drops = dict(self.sync.drops)
@@ -872,19 +1027,19 @@ class Llava3dNode(LifecycleNode):
                     f"(burst {self.settings.client_burst}); try again later",
                 )
         except convert.ConversionError as exc:
-            done(self._publish_answer(AnswerResult(ResultCode.BAD_REQUEST, str(exc)), req))
+            self._reply(AnswerResult(ResultCode.BAD_REQUEST, str(exc)), req, done)
             return None
         except QueryError as exc:
-            done(self._publish_answer(AnswerResult(exc.code, exc.message), req))
+            self._reply(AnswerResult(exc.code, exc.message), req, done)
             return None
-        job = Job(req, lambda result: done(self._publish_answer(result, req)), on_stage, on_token)
+        job = Job(req, lambda result: self._reply(result, req, done), on_stage, on_token)
         if not self.queue.submit(job):
             busy = AnswerResult(
                 ResultCode.BUSY,
                 f"{self.queue.pending} queries are waiting (max_pending_queries="
                 f"{self.queue.max_pending}); try again later",
             )
-            done(self._publish_answer(busy, req))
+            self._reply(busy, req, done)
             return None
         return job
 
@@ -903,14 +1058,15 @@ class Llava3dNode(LifecycleNode):
         fut = self._completion()
         tokens = [0]
 
+        def feedback(fb: Ask.Feedback) -> None:  # optional: a lost feedback never fails a goal
+            self._guard.run("feedback", lambda: goal_handle.publish_feedback(fb))
+
         def stage(name: str) -> None:
-            goal_handle.publish_feedback(Ask.Feedback(stage=name, tokens=tokens[0]))
+            feedback(Ask.Feedback(stage=name, tokens=tokens[0]))
 
         def token(text: str, n: int) -> None:
             tokens[0] = n
-            goal_handle.publish_feedback(
-                Ask.Feedback(stage="decoding", partial_text=text, tokens=n)
-            )
+            feedback(Ask.Feedback(stage="decoding", partial_text=text, tokens=n))
 
         job = self._start(goal_handle.request.prompt, fut.set_result, stage, token)
         if job is not None:
@@ -950,10 +1106,23 @@ def main(argv: Sequence[str] | None = None, engine_factory: EngineFactory | None
     )
     opts = parser.parse_args(user_args)
     context = rclpy.Context()
-    rclpy.init(args=argv, context=context)
+    # rclpy installs its SIGINT/SIGTERM handlers only for the default context, and those shut
+    # the context down at once (no reply could be sent after). Ours only ask for a shutdown,
+    # which the main thread then runs while the executors still send the replies.
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    rclpy.init(args=argv, context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = Llava3dNode(engine_factory=engine_factory, context=context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
+    spinner = named_thread(lambda: _spin(node, executor, stop), "llava3d-spin")
     code = 0
     try:
         if opts.autostart:
@@ -963,24 +1132,42 @@ def main(argv: Sequence[str] | None = None, engine_factory: EngineFactory | None
             elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().error("autostart: activate failed")
                 code = 1
-        while code == 0 and context.ok():
-            try:
-                executor.spin()
-                break
-            except InvalidHandle as exc:
-                # a reply to a service or goal that deactivate destroyed mid-call: the caller
-                # misses that one answer, the node must not exit for it
-                node.get_logger().warn(f"reply dropped (interface destroyed mid-call): {exc}")
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        if code == 0:
+            spinner.start()
+            while not stop.wait(0.5) and context.ok():
+                pass
+        if received:
+            node.get_logger().info(
+                f"{received[0]} received: answering what is queued, then exiting"
+            )
     finally:
         if node._active or node.settings is not None:
-            node.trigger_shutdown()
+            node.trigger_shutdown()  # answers queued (NOT_READY) and running (CANCELED) queries
+        stop.set()
         executor.shutdown()
+        if spinner.is_alive():
+            spinner.join(5.0)
         node.destroy_node()
         if context.ok():
             rclpy.shutdown(context=context)
     return code
+
+
+def _spin(node: Llava3dNode, executor: MultiThreadedExecutor, stop: threading.Event) -> None:
+    """Spin until shutdown (then ``stop`` is set); a reply to a destroyed interface is not fatal."""
+    try:
+        while not stop.is_set():
+            try:
+                executor.spin()
+                return
+            except InvalidHandle as exc:
+                # a reply to a service or goal that deactivate destroyed mid-call: the caller
+                # misses that one answer, the node must not exit for it
+                node.get_logger().warning(f"reply dropped (interface destroyed mid-call): {exc}")
+    except ExternalShutdownException:
+        pass
+    finally:
+        stop.set()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,19 @@
-"""Every node parameter in one table: name, default, range and description (read in on_configure)."""
+"""Every node parameter in one table: name, default, range and description (read in on_configure).
+
+``PARAMS`` is the only place a parameter is named: ``Settings``, the validated values one
+configure read, is a dataclass made from it (``dataclasses.make_dataclass``), one field per
+parameter in table order, typed by its default's type (``camera_in_base``: ``list``). Build it
+with ``Settings.from_values(values)``; read it as ``settings.<name>``. The price: type checkers
+cannot see fields made at run time, so they are shown a stand-in class (under
+``TYPE_CHECKING``) on which every ``settings.<name>`` is ``Any``: names and types of settings
+are not checked statically any more (test/ros/test_static_config.py checks the names against
+``PARAMS``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, fields, make_dataclass
+from typing import TYPE_CHECKING, Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
@@ -75,6 +85,20 @@ PARAMS: tuple[Param, ...] = (
         0.5,
         "how long (in message time) a frame waits for a pose after its stamp",
         (0.0, 10.0),
+    ),
+    Param(
+        "time_jump_threshold_s",
+        0.5,
+        "an image or pose stamped this much before the newest one means sensor time restarted "
+        "(a replayed bag, a restarted simulator, a sim-time reset): see time_jump_policy",
+        (0.001, 3600.0),
+    ),
+    Param(
+        "time_jump_policy",
+        "reset",
+        "when sensor time jumps back: reset (drop the scene, start anew: the old views belong "
+        "to another run) or keep (keep the keyframes, accept the new time line)",
+        choices=("reset", "keep"),
     ),
     Param(
         "use_depth_camera_info",
@@ -204,52 +228,8 @@ def descriptor(p: Param) -> ParameterDescriptor:
     return d
 
 
-@dataclass
-class Settings:
-    """The parameter values one configure read, validated."""
-
-    model_path: str
-    random_weights: bool
-    torch_threads: int
-    vision_tower_path: str
-    device: str
-    dtype: str
-    world_frame: str
-    pose_source: str
-    camera_in_base: list
-    sync_slop_s: float
-    pose_tolerance_s: float
-    pose_wait_s: float
-    use_depth_camera_info: bool
-    sensor_qos: str
-    sensor_queue_size: int
-    ingest_rate_hz: float
-    num_views: int
-    keyframe_min_translation_m: float
-    keyframe_min_rotation_deg: float
-    keyframe_max_interval_s: float
-    buffer_capacity: int
-    buffer_max_mb: int
-    patch_depth_mode: str
-    image_resample: str
-    voxel_size_m: float
-    max_scene_tokens: int
-    max_new_tokens: int
-    temperature: float
-    constrain_boxes: bool
-    max_pending_queries: int
-    query_timeout_s: float
-    max_question_chars: int
-    max_clicks: int
-    max_views_limit: int
-    max_new_tokens_limit: int
-    max_image_pixels: int
-    client_rate_hz: float
-    client_burst: int
-    axis_align: bool
-    publish_scene_points: bool
-    publish_debug_image: bool
-    diagnostics_period_s: float
+class _SettingsBase:
+    """What ``Settings`` adds to its fields: validated construction from the parameter values."""
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Settings:
@@ -272,3 +252,21 @@ class Settings:
                     f"parameter {default}={values[default]} exceeds {limit}={values[limit]}"
                 )
         return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+if TYPE_CHECKING:
+    # a type checker cannot see the fields made below: every attribute reads as Any for it
+
+    class Settings(_SettingsBase):
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    Settings = make_dataclass(
+        "Settings",
+        [(p.name, type(p.default)) for p in PARAMS],
+        bases=(_SettingsBase,),
+        namespace={
+            "__doc__": "The parameter values one configure read, validated.",
+            "__module__": __name__,  # make_dataclass's own module= needs Python 3.12
+        },
+    )

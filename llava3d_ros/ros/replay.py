@@ -48,7 +48,7 @@ def main(args: argparse.Namespace, ros_args: list[str]) -> int:
     clock = node.create_publisher(Clock, "/clock", 10) if args.use_sim_time else None
     log = node.get_logger()
     if not pub.wait_for_subscribers(args.wait_subscribers):
-        log.warn(
+        log.warning(
             f"no subscriber on the input topics after {args.wait_subscribers} s; publishing anyway"
         )
     offset = int(args.stamp_offset_s * 1e9)

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-# A stamp this far behind the newest one means the source restarted (e.g. a looping bag).
-TIME_JUMP_BACK_NS = 1_000_000_000
+# A stamp this far behind the newest one means the source restarted (a bag replayed again, a
+# simulator or sim time reset): the default of the node's time_jump_threshold_s.
+TIME_JUMP_BACK_NS = 500_000_000
 
 
 @dataclass
@@ -32,15 +33,17 @@ class SyncedFrame:
     depth_info: Any | None
     cam_to_world: np.ndarray  # (4, 4) float64
     pose_dt_ns: int  # pose stamp used − image stamp (0 when interpolated)
+    epoch: int = 0  # the synchroniser's time line (counts time jumps) when it was matched
 
 
 class PoseHistory:
     """Stamped camera-to-world poses in stamp order, looked up at an exact time."""
 
-    def __init__(self, capacity: int = 2000) -> None:
+    def __init__(self, capacity: int = 2000, time_jump_ns: int = TIME_JUMP_BACK_NS) -> None:
         if capacity < 2:
             raise ValueError(f"pose history capacity must be >= 2, got {capacity}")
         self.capacity = capacity
+        self.time_jump_ns = time_jump_ns
         self._stamps: list[int] = []
         self._poses: list[np.ndarray] = []
         self.out_of_order = 0
@@ -61,7 +64,7 @@ class PoseHistory:
     def add(self, stamp_ns: int, cam_to_world: np.ndarray) -> str:
         """Insert a pose; returns "ok", "out_of_order" (still inserted), "duplicate" or "reset"."""
         status = "ok"
-        if self._stamps and stamp_ns < self._stamps[-1] - TIME_JUMP_BACK_NS:
+        if self._stamps and stamp_ns < self._stamps[-1] - self.time_jump_ns:
             self.clear()
             self.resets += 1
             status = "reset"
@@ -131,7 +134,11 @@ def _orthonormal(r: np.ndarray) -> np.ndarray:
 class FrameSynchronizer:
     """Matches streams by stamp; ``add_*`` return the frames completed by that message.
 
-    Drops are counted by reason in ``drops`` and reported through ``on_drop(reason)``.
+    Drops are counted by reason in ``drops`` and reported through ``on_drop(reason)``. An image
+    or pose stamped more than ``time_jump_ns`` before the newest one of its own stream starts a
+    new time line (a camera or a pose source never steps back that far; streams are compared
+    each with itself, as they arrive interleaved): everything unmatched is forgotten (calibration kept), ``epoch`` counts up and
+    ``on_time_jump(old_ns, new_ns)`` is told, so the owner can reset or re-time its scene.
     """
 
     def __init__(
@@ -142,9 +149,13 @@ class FrameSynchronizer:
         pose_wait_ns: int = 500_000_000,
         use_depth_info: bool = False,
         on_drop: Callable[[str], None] | None = None,
+        time_jump_ns: int = TIME_JUMP_BACK_NS,
+        on_time_jump: Callable[[int, int], None] | None = None,
     ) -> None:
         if slop_ns < 0 or pose_tolerance_ns < 0 or pose_wait_ns < 0:
             raise ValueError("slop, pose tolerance and pose wait must be >= 0")
+        if time_jump_ns <= 0:
+            raise ValueError(f"time_jump_ns must be > 0, got {time_jump_ns}")
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.slop_ns = slop_ns
@@ -152,7 +163,8 @@ class FrameSynchronizer:
         self.pose_wait_ns = pose_wait_ns
         self.use_depth_info = use_depth_info
         self.queue_size = queue_size
-        self.poses = PoseHistory()
+        self.time_jump_ns = time_jump_ns
+        self.poses = PoseHistory(time_jump_ns=time_jump_ns)
         self._streams: dict[str, collections.deque[tuple[int, Any]]] = {
             name: collections.deque(maxlen=queue_size)
             for name in ("color", "depth", "color_info", "depth_info")
@@ -162,6 +174,9 @@ class FrameSynchronizer:
         self.drops: collections.Counter[str] = collections.Counter()
         self.last_drop = ""
         self._on_drop = on_drop
+        self._on_time_jump = on_time_jump
+        self._newest_ns: dict[str, int] = {}  # per stream (colour, depth, pose)
+        self.epoch = 0
         self.emitted = 0
 
     def _drop(self, reason: str, detail: str = "") -> None:
@@ -183,6 +198,7 @@ class FrameSynchronizer:
         return self._add("depth_info", stamp_ns, msg)
 
     def add_pose(self, stamp_ns: int, cam_to_world: np.ndarray) -> list[SyncedFrame]:
+        self._follow_time("pose", stamp_ns)
         status = self.poses.add(stamp_ns, cam_to_world)
         if status in ("out_of_order", "duplicate"):
             self._drop(f"pose {status.replace('_', ' ')}", f"stamp {stamp_ns} ns")
@@ -190,8 +206,8 @@ class FrameSynchronizer:
 
     def _add(self, name: str, stamp_ns: int, msg: Any) -> list[SyncedFrame]:
         stream = self._streams[name]
-        if stream and stamp_ns < stream[-1][0] - TIME_JUMP_BACK_NS:
-            self.reset()
+        if name in ("color", "depth"):  # camera_info may carry any stamp (0, latched, static)
+            self._follow_time(name, stamp_ns)
         if any(s == stamp_ns for s, _ in stream):
             if name in ("color", "depth"):
                 self._drop(f"duplicate {name} stamp")
@@ -202,13 +218,30 @@ class FrameSynchronizer:
         self._match()
         return self._resolve_poses()
 
+    def _follow_time(self, stream: str, stamp_ns: int) -> None:
+        newest = self._newest_ns.get(stream)
+        if newest is not None and stamp_ns < newest - self.time_jump_ns:
+            self.reset()
+            self.epoch += 1
+            self._newest_ns[stream] = stamp_ns
+            if self._on_time_jump is not None:
+                self._on_time_jump(newest, stamp_ns)
+        elif newest is None or stamp_ns > newest:
+            self._newest_ns[stream] = stamp_ns
+
     def reset(self) -> None:
-        """Forget everything (time jumped back: a restarted bag or simulator)."""
-        for stream in self._streams.values():
-            stream.clear()
+        """Forget the unmatched images and the poses (a new time line); calibration stays."""
+        for name, stream in self._streams.items():
+            if name.endswith("_info") and stream:
+                newest = stream[-1]
+                stream.clear()
+                stream.append(newest)
+            else:
+                stream.clear()
         self._awaiting_pose.clear()
         self.poses.clear()
         self._last_emitted_ns = -1
+        self._newest_ns.clear()
 
     def _nearest(self, name: str, stamp_ns: int) -> tuple[int, Any] | None:
         best = None
@@ -258,7 +291,7 @@ class FrameSynchronizer:
                 continue
             self._last_emitted_ns = stamp
             self._awaiting_pose.append(
-                SyncedFrame(stamp, color, depth[1], info, depth_info, np.eye(4), 0)
+                SyncedFrame(stamp, color, depth[1], info, depth_info, np.eye(4), 0, self.epoch)
             )
 
     def _resolve_poses(self) -> list[SyncedFrame]:

@@ -25,11 +25,30 @@ def set_native_name(name: str) -> bool:
     return prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0) == 0
 
 
-def named_thread(target: Callable[[], object], name: str, daemon: bool = True) -> threading.Thread:
-    """A ``threading.Thread`` running ``target`` that names its OS thread ``name`` first."""
+def named_thread(
+    target: Callable[[], object],
+    name: str,
+    daemon: bool = True,
+    on_exit: Callable[[BaseException | None], None] | None = None,
+) -> threading.Thread:
+    """A ``threading.Thread`` running ``target`` that names its OS thread ``name`` first.
+
+    ``on_exit`` learns how the thread ended: None when ``target`` returned, else what it
+    raised (then reported by ``on_exit`` alone). A worker whose owner must know that it
+    stopped (diagnostics, answers) passes one; without it an exception reaches Python's
+    thread excepthook as usual.
+    """
 
     def run() -> None:
         set_native_name(name)
-        target()
+        if on_exit is None:
+            target()
+            return
+        try:
+            target()
+        except BaseException as exc:  # reported to the owner instead of dying unseen
+            on_exit(exc)
+            return
+        on_exit(None)
 
     return threading.Thread(target=run, name=name, daemon=daemon)

@@ -215,6 +215,21 @@ class FrameBuffer:
             self._evict(self._most_redundant())
         return frame.frame_id
 
+    def reset(self) -> int:
+        """Drop every keyframe and the stamp order (time restarted); returns how many were held.
+
+        Ids keep counting, so a feature cache keyed by id never confuses old and new frames.
+        """
+        dropped = list(self._frames)
+        for fid in dropped:
+            self._evict(fid)
+        self._last_stamp = None
+        return len(dropped)
+
+    def restart_timeline(self) -> None:
+        """Keep the keyframes but accept stamps from a new time line (older than the last one)."""
+        self._last_stamp = None
+
     def _most_redundant(self) -> int:
         ids = list(self._frames)[:-1]  # never evict the newest keyframe
         if len(ids) == 1:
@@ -229,7 +244,8 @@ class FrameBuffer:
 
     def _evict(self, frame_id: int) -> None:
         kf = self._frames.pop(frame_id)
-        del self._by_stamp[kf.frame.stamp_ns]
+        if self._by_stamp.get(kf.frame.stamp_ns) == frame_id:  # a new time line may reuse stamps
+            del self._by_stamp[kf.frame.stamp_ns]
         self._nbytes -= kf.nbytes
         if self.on_evict is not None:
             self.on_evict(frame_id)

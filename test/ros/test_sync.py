@@ -163,3 +163,44 @@ def test_bad_settings():
         FrameSynchronizer(-1, 0)
     with pytest.raises(ValueError):
         FrameSynchronizer(0, 0, queue_size=0)
+
+
+def _frame(s: FrameSynchronizer, t_ns: int, x: float) -> list:
+    s.add_pose(t_ns, pose(x))
+    s.add_depth(t_ns, f"d{t_ns}")
+    out = s.add_color(t_ns, f"c{t_ns}")
+    return out + s.add_pose(t_ns + 10 * MS, pose(x))
+
+
+def test_time_jump_back_starts_a_new_time_line_and_says_so():
+    """A replay restarted from stamp 0: told once, calibration kept, the new frames matched."""
+    jumps: list[tuple[int, int]] = []
+    s = sync(on_time_jump=lambda old, new: jumps.append((old, new)))
+    s.add_color_info(0, "info")  # latched once, never again
+    first = [f for i in range(1, 6) for f in _frame(s, i * 1000 * MS, i)]
+    assert [f.epoch for f in first] == [0] * 5
+    again = [f for i in range(1, 6) for f in _frame(s, i * 1000 * MS, i)]
+    assert jumps == [(5010 * MS, 1000 * MS)], "the restart is reported once, with both stamps"
+    assert s.epoch == 1 and len(again) == 5 and {f.epoch for f in again} == {1}
+    assert all(f.color_info == "info" for f in again), "calibration survives the new time line"
+    assert s.drops["colour stamp not newer than the last frame"] == 0
+    assert s.drops["pose duplicate"] == 0
+
+
+def test_small_steps_back_are_drops_not_time_jumps():
+    jumps: list[tuple[int, int]] = []
+    s = sync(on_time_jump=lambda old, new: jumps.append((old, new)), time_jump_ns=1000 * MS)
+    s.add_color_info(0, "info")
+    assert len(_frame(s, 2000 * MS, 1.0)) == 1
+    assert _frame(s, 1500 * MS, 2.0) == []  # 0.5 s back: below the threshold
+    assert jumps == [] and s.epoch == 0
+    assert s.drops["colour stamp not newer than the last frame"] == 1
+
+
+def test_camera_info_stamps_never_start_a_time_line():
+    jumps: list[tuple[int, int]] = []
+    s = sync(on_time_jump=lambda old, new: jumps.append((old, new)))
+    assert len(_frame(s, 9000 * MS, 1.0)) == 0  # no info yet: held
+    s.add_color_info(0, "info stamped 0 by its driver")
+    assert len(_frame(s, 9500 * MS, 1.5)) >= 1
+    assert jumps == []

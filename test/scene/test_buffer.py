@@ -189,3 +189,16 @@ def test_would_keep_agrees_with_add_and_skip_keeps_order() -> None:
             b.would_keep(10 * S, pose(5.0))
         with pytest.raises(FrameOrderError, match="out-of-order"):
             b.skip(9 * S)
+
+
+def test_reset_and_restart_timeline_after_time_runs_back() -> None:
+    evicted: list[int] = []
+    buf = FrameBuffer(on_evict=evicted.append)
+    ids = [buf.add(frame(int(1e9) * (i + 1), pose(x=0.5 * i))) for i in range(3)]
+    with pytest.raises(FrameOrderError):
+        buf.add(frame(1, pose(x=5.0)))
+    buf.restart_timeline()  # keep: older stamps are accepted, the keyframes stay
+    assert buf.add(frame(1, pose(x=5.0))) is not None and len(buf) == 4
+    assert buf.reset() == 4 and len(buf) == 0
+    assert sorted(evicted) == [*ids, ids[-1] + 1], "a feature cache hears of every drop"
+    assert buf.add(frame(0, pose())) == ids[-1] + 2, "ids never repeat"
