@@ -25,6 +25,8 @@ setup(
     python_requires="==3.11.*",
     packages=find_packages(include=["llava3d_ros", "llava3d_ros.*"]),
     package_data={"llava3d_ros": ["*.so", "assets/**/*"]},
+    # training logs belong in docs/tiny-model-training/, never in the installed package
+    exclude_package_data={"llava3d_ros": ["assets/**/training/*", "assets/**/training/**/*"]},
     include_package_data=True,
     entry_points={
         "console_scripts": [

@@ -1,8 +1,11 @@
 """7B-shaped LLaVA-3D with random weights (bf16, 20 views, CLIP-L/336-shaped tower): TTFT cold and
 warm, decode tokens/s, peak memory. Designed to finish well under 5 minutes on one H100.
 
-GPU:   python bench/gpu_7b.py                 (needs ~16 GB of GPU memory)
-Smoke: python bench/gpu_7b.py --tiny          (tiny model on CPU, a few seconds)
+GPU:   python bench/bench_gpu_7b.py           (needs ~16 GB of GPU memory)
+Smoke: python bench/bench_gpu_7b.py --tiny    (tiny model on CPU, a few seconds)
+
+Without a CUDA device (and without ``--tiny``) it prints ``skipped: no CUDA device`` and exits 0,
+so ``make bench`` passes on CPU-only machines.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run with the tiny model")
     ap.add_argument("--views", type=int, default=20)
@@ -52,7 +55,8 @@ def main() -> None:
     args = ap.parse_args()
     device = "cpu" if args.tiny else args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run with --tiny for the CPU smoke check")
+        print("skipped: no CUDA device (run with --tiny for the CPU smoke check)")
+        return 0
     t0 = time.perf_counter()
     if args.tiny:
         bundle = random_bundle(seed=1, device=device)
@@ -100,7 +104,8 @@ def main() -> None:
         )
     eng.release()
     print(f"total wall time {time.perf_counter() - t0:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

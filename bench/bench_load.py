@@ -2,7 +2,9 @@
 
 Everything runs on loopback DDS with its own domain id. Prints per-client OK/BUSY/other counts,
 latency percentiles, lost requests (no answer within the timeout), and the node's CPU and RSS
-over time (RSS growth after warm-up). ``python bench/load.py --clients 8 --queries 25``.
+over time (RSS growth after warm-up). ``python bench/bench_load.py --clients 8 --queries 25``.
+Without the replay data (``../shared/data/7scenes-redkitchen`` by default) it prints
+``skipped: ...`` and exits 0, so ``make bench`` passes on a checkout without it.
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import psutil
 
+from llava3d_ros.procstats import (
+    ProcessSampler,
+    Sample,
+    latency_percentiles,
+    rss_growth,
+    rss_trend,
+    stop_process,
+)
 from llava3d_ros.ros.dds import loopback_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +56,7 @@ class LoadReport:
     """The outcome of one load run (``format()`` gives the printed report)."""
 
     clients: list[ClientStats]
-    samples: list[tuple[float, float, float]]  # (t s, node CPU %, node RSS MiB)
+    samples: list[Sample]  # (t s, node CPU %, node RSS MiB)
     wall_s: float
     warmup_s: float
     warmup_unanswered: int = 0  # warm-up requests with no answer (before the measured run)
@@ -63,12 +72,7 @@ class LoadReport:
 
     def rss_growth(self) -> float:
         """Relative RSS growth from the end of warm-up to the end of the run (NaN if too short)."""
-        after = [rss for t, _, rss in self.samples if t >= self.warmup_s]
-        if len(after) < 4:
-            return float("nan")
-        k = max(1, len(after) // 4)
-        start, end = np.mean(after[:k]), np.mean(after[-k:])
-        return float((end - start) / start)
+        return rss_growth([rss for t, _, rss in self.samples if t >= self.warmup_s])
 
     def format(self) -> str:
         lines = [
@@ -88,7 +92,7 @@ class LoadReport:
         )
         lat = self.latencies
         if lat.size:
-            p50, p90, p99 = np.percentile(lat, [50, 90, 99])
+            p50, p90, p99 = latency_percentiles(lat)
             lines.append(
                 f"latency (all answers, n={lat.size}): p50 {p50:.2f} s  p90 {p90:.2f} s  "
                 f"p99 {p99:.2f} s  max {lat.max():.2f} s"
@@ -102,8 +106,7 @@ class LoadReport:
                 f"node CPU %: mean {cpu.mean():.0f}  max {cpu.max():.0f}   "
                 f"RSS MiB: start {rss[0]:.0f}  max {rss.max():.0f}  end {rss[-1]:.0f}"
             )
-            step = max(1, len(self.samples) // 10)
-            trend = "  ".join(f"{t:.0f}s:{r:.0f}" for t, _, r in self.samples[::step])
+            trend = rss_trend(self.samples, 10)
             lines.append(f"RSS over time (MiB): {trend}")
             growth = self.rss_growth()
             lines.append(
@@ -157,45 +160,6 @@ def start_node_and_replay(
         start_new_session=True,
     )
     return node, replay
-
-
-def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
-    """SIGINT, then SIGKILL if it does not exit in ``timeout`` seconds."""
-    if proc.poll() is None:
-        proc.send_signal(2)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
-
-
-class Monitor:
-    """Samples a process's CPU % and RSS once per ``period`` seconds on a background thread."""
-
-    def __init__(self, pid: int, period: float = 1.0) -> None:
-        self.proc = psutil.Process(pid)
-        self.period = period
-        self.samples: list[tuple[float, float, float]] = []
-        self.t0 = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.proc.cpu_percent(None)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.period):
-            try:
-                cpu = self.proc.cpu_percent(None)
-                rss = self.proc.memory_info().rss / 2**20
-            except psutil.Error:
-                return
-            self.samples.append((time.monotonic() - self.t0, cpu, rss))
-
-    def close(self) -> list[tuple[float, float, float]]:
-        self._stop.set()
-        self._thread.join(2 * self.period)
-        return self.samples
 
 
 def wait_for_scene(client, timeout: float) -> int:  # noqa: ANN001 - Llava3dClient
@@ -291,7 +255,7 @@ def run_load(
     rclpy.init(context=ctx)
     pool: list = []
     try:
-        monitor = Monitor(node.pid, period=0.5)
+        monitor = ProcessSampler(node.pid, period=0.5)
         pool = [Llava3dClient("/llava3d", ctx) for _ in range(clients)]
         try:
             warmup_unanswered = wait_for_scene(pool[0], scene_timeout)
@@ -314,7 +278,7 @@ def run_load(
         for t in threads:
             t.join()
         wall = time.monotonic() - t0
-        samples = monitor.close()
+        samples = monitor.close(timeout=1.0)
         # warm-up: start-up, the first scene, and the first quarter of the load (buffer filling)
         warmup_s += 0.25 * wall
         if node.poll() is not None:
@@ -323,8 +287,8 @@ def run_load(
         for c in pool:
             c.close()
         rclpy.shutdown(context=ctx)
-        stop(replay)
-        stop(node)
+        stop_process(replay)
+        stop_process(node)
     return LoadReport(stats, samples, wall, warmup_s, warmup_unanswered, load_start_s)
 
 
@@ -344,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--param", action="append", default=[], help="extra node parameter k:=v")
     args = parser.parse_args(argv)
+    if not args.data.exists():
+        print(f"skipped: replay data not found at {args.data} (pass --data)")
+        return 0
     report = run_load(
         args.clients,
         args.queries,

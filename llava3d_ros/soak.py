@@ -10,7 +10,6 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from llava3d_ros.procstats import (
+    ProcessSampler,
+    Sample,
+    latency_percentiles,
+    rss_growth,
+    rss_trend,
+    stop_process,
+)
 from llava3d_ros.ros.dds import use_loopback
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "7scenes-redkitchen"
@@ -37,18 +44,13 @@ class SoakResult:
     codes: Counter = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     lost: int = 0
-    samples: list[tuple[float, float, float]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     node_exit: int | None = None
     first_ok_s: float = float("nan")
 
     def rss_growth(self) -> float:
         """Relative RSS growth from the end of warm-up (first quarter) to the end (last quarter)."""
-        rss = [r for _, _, r in self.samples]
-        if len(rss) < 8:
-            return float("nan")
-        q = len(rss) // 4
-        start, end = float(np.mean(rss[q : 2 * q])), float(np.mean(rss[-q:]))
-        return (end - start) / start
+        return rss_growth([r for _, _, r in self.samples], skip_quarters=1, min_samples=8)
 
     def report(self) -> str:
         sent = sum(self.codes.values()) + self.lost
@@ -63,12 +65,11 @@ class SoakResult:
             + (", ".join(f"{k} {v}" for k, v in sorted(self.codes.items())) or "none"),
         ]
         if self.latencies:
-            p50, p90, p99 = np.percentile(self.latencies, [50, 90, 99])
+            p50, p90, p99 = latency_percentiles(self.latencies)
             lines.append(f"latency: p50 {p50:.2f} s  p90 {p90:.2f} s  p99 {p99:.2f} s")
         if self.samples:
             cpu = np.array([c for _, c, _ in self.samples])
-            step = max(1, len(self.samples) // 8)
-            trend = "  ".join(f"{t:.0f}s:{r:.0f}" for t, _, r in self.samples[::step])
+            trend = rss_trend(self.samples, 8)
             lines += [
                 f"node CPU: mean {cpu.mean():.0f}%  max {cpu.max():.0f}%",
                 f"node RSS (MiB) over time: {trend}  end:{self.samples[-1][2]:.0f}",
@@ -84,30 +85,6 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(2)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _watch(pid: int, stop: threading.Event, out: list, t0: float, period: float) -> None:
-    import psutil
-
-    proc = psutil.Process(pid)
-    proc.cpu_percent(None)
-    while not stop.wait(period):
-        try:
-            out.append(
-                (time.monotonic() - t0, proc.cpu_percent(None), proc.memory_info().rss / 2**20)
-            )
-        except psutil.Error:
-            return
 
 
 def soak(
@@ -134,11 +111,9 @@ def soak(
         ["replay", str(data), "--loop", "--wait-subscribers", "60"], log_dir / "replay.log"
     )
     result = SoakResult(minutes)
-    stop = threading.Event()
     t0 = time.monotonic()
     period = max(0.5, minutes * 60 / 60)  # about 60 samples whatever the length
-    watcher = threading.Thread(target=_watch, args=(node.pid, stop, result.samples, t0, period))
-    watcher.start()
+    sampler = ProcessSampler(node.pid, period, t0)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     client = Llava3dClient("/llava3d", ctx)
@@ -166,13 +141,12 @@ def soak(
             time.sleep(max(0.0, interval_s - (time.monotonic() - sent)))
         result.wall_s = time.monotonic() - t0
     finally:
-        stop.set()
-        watcher.join(5)
+        result.samples = sampler.close(timeout=5.0)
         result.node_exit = node.poll()
         client.close()
         rclpy.shutdown(context=ctx)
-        _stop(replay)
-        _stop(node)
+        stop_process(replay)
+        stop_process(node)
     return result
 
 

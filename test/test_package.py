@@ -134,3 +134,12 @@ def test_colcon_build_as_on_a_full_ros2_install(tmp_path: Path) -> None:
     )
     assert check.returncode == 0, check.stderr
     assert check.stdout.strip().startswith(str(install))
+
+
+def test_package_assets_hold_no_training_logs() -> None:
+    """The tiny model's training logs live in docs/tiny-model-training/, not in the package."""
+    assets = REPO / "llava3d_ros" / "assets"
+    shipped = [p.relative_to(assets) for p in assets.rglob("*") if p.is_file()]
+    logs = [p for p in shipped if "training" in p.parts or p.name.startswith("log.csv")]
+    assert not logs, logs
+    assert (REPO / "docs" / "tiny-model-training" / "log.csv").is_file()

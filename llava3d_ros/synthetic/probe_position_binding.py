@@ -12,9 +12,11 @@ accuracy (teacher-forced) every N steps.
 its depth, as in the node) instead of inside it; ``--bind-loss W`` adds the training-only
 click-binding loss (``synthetic/binding.py``) with weight W.
 
-Run: .venv/bin/python bench/probe_position_binding.py recolour --objects 2 --steps 6000 --curve 500
-     .venv/bin/python bench/probe_position_binding.py recolour --objects 2 --steps 6000 \
-         --click-encoding mlp --rope-theta 1e4 --fourier-freqs 4 --fourier-wavelength 2
+Run: .venv/bin/python -m llava3d_ros.synthetic.probe_position_binding recolour --objects 2 \
+         --steps 6000 --curve 500
+     .venv/bin/python -m llava3d_ros.synthetic.probe_position_binding recolour --objects 2 \
+         --steps 6000 --click-encoding mlp --rope-theta 1e4 --fourier-freqs 4 \
+         --fourier-wavelength 2
 """
 
 from __future__ import annotations
@@ -24,21 +26,13 @@ import json
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llava3d_ros.synthetic.dataset import CLICK_MODES  # noqa: E402
-from llava3d_ros.synthetic.evaluate import evaluate  # noqa: E402
-from llava3d_ros.synthetic.probes import (  # noqa: E402
-    PROBE_DATA,
-    RECIPES,
-    binding_config,
-    probe_samples,
-)
-from llava3d_ros.synthetic.train import train  # noqa: E402
+from llava3d_ros.synthetic.dataset import CLICK_MODES
+from llava3d_ros.synthetic.evaluate import evaluate
+from llava3d_ros.synthetic.probes import PROBE_DATA, RECIPES, binding_config, probe_samples
+from llava3d_ros.synthetic.train import train
 
 TUNABLE = (
     "lr",
@@ -53,8 +47,11 @@ TUNABLE = (
 )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m llava3d_ros.synthetic.probe_position_binding",
+        description=__doc__.splitlines()[0],
+    )
     ap.add_argument("recipe", choices=RECIPES)
     ap.add_argument("--geometry", type=int, default=0)
     ap.add_argument("--objects", type=int, default=0, help="keep only the first N (0 = all)")
@@ -68,7 +65,7 @@ def main() -> int:
     for field in TUNABLE:
         default = getattr(base, field)
         ap.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     samples = probe_samples(
         args.recipe,

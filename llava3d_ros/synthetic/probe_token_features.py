@@ -5,35 +5,33 @@ Linear probes (``llava3d_ros/synthetic/feature_probe.py``) fitted on the voxel t
 scene tokens the LLM gets ("tokens", after the 3D position embedding and projector). A model
 that must find "the chair" by attention can match no better than its tokens tell categories apart.
 
-Run: .venv/bin/python bench/probe_token_features.py [--model DIR]
+Run: .venv/bin/python -m llava3d_ros.synthetic.probe_token_features [--model DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llava3d_ros.model.loader import load_bundle  # noqa: E402
-from llava3d_ros.synthetic.batches import prepare_scene  # noqa: E402
-from llava3d_ros.synthetic.dataset import generate, parse_seeds  # noqa: E402
-from llava3d_ros.synthetic.evaluate import data_config_for  # noqa: E402
-from llava3d_ros.synthetic.feature_probe import probe_tokens  # noqa: E402
-from llava3d_ros.synthetic.train import scene_features  # noqa: E402
-
-EMBEDDED = Path(__file__).resolve().parents[1] / "llava3d_ros" / "assets" / "tiny_model"
+from llava3d_ros.model.loader import load_bundle
+from llava3d_ros.synthetic.batches import prepare_scene
+from llava3d_ros.synthetic.dataset import generate, parse_seeds
+from llava3d_ros.synthetic.evaluate import EMBEDDED_MODEL, data_config_for
+from llava3d_ros.synthetic.feature_probe import probe_tokens
+from llava3d_ros.synthetic.train import scene_features
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=EMBEDDED, help="checkpoint directory")
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m llava3d_ros.synthetic.probe_token_features",
+        description=__doc__.splitlines()[0],
+    )
+    ap.add_argument("--model", type=Path, default=EMBEDDED_MODEL, help="checkpoint directory")
     ap.add_argument("--train-seeds", default="0-199")
     ap.add_argument("--test-seeds", default="200000-200049")
     ap.add_argument("--workers", type=int, default=2)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     bundle = load_bundle(a.model, a.model / "vision_tower", dtype="fp32")
     data = data_config_for(bundle)
     voxel = 0.2  # the voxel size the model was trained and is evaluated at

@@ -7,8 +7,9 @@
   boxes     the room's objects replaced by identical boxes, colours *and* camera path drawn
             anew per variant (harder: the views change too)
 
-``binding_config`` is the tiny configuration the CI test and ``bench/probe_position_binding.py``
-train: the wiring test's model size with the tiny-model switches that bind fastest.
+``binding_config`` is the tiny configuration the CI test and the probe script
+(``python -m llava3d_ros.synthetic.probe_position_binding``) train: the wiring test's model size
+with the tiny-model switches that bind fastest.
 """
 
 from __future__ import annotations

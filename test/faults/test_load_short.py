@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
 def _load_module():
-    spec = importlib.util.spec_from_file_location("bench_load", REPO / "bench" / "load.py")
+    spec = importlib.util.spec_from_file_location("bench_load", REPO / "bench" / "bench_load.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)

@@ -1,4 +1,4 @@
-"""feature_probe: voxel labelling and the linear probe behind bench/probe_token_features.py."""
+"""feature_probe: voxel labelling and the linear probe behind ``synthetic/probe_token_features.py``."""
 
 from __future__ import annotations
 
