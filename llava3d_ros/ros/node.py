@@ -223,7 +223,13 @@ class Llava3dNode(LifecycleNode):
             not_ready_reason=self._not_ready_reason,
             scene_warnings=self._scene_warnings,
         )
-        self.queue = QueryQueue(answerer.run, s.max_pending_queries, s.query_timeout_s)
+        self.queue = QueryQueue(
+            answerer.run,
+            s.max_pending_queries,
+            s.query_timeout_s,
+            on_exit=self._worker_exit("query worker", then=self._refuse_queued),
+            on_done_error=lambda exc: self._guard.failed("reply", exc),
+        )
         self._rate_limiter = ClientRateLimiter(s.client_rate_hz, s.client_burst)
         queries = ReentrantCallbackGroup()
         qos = self._sensor_qos()
@@ -527,7 +533,9 @@ class Llava3dNode(LifecycleNode):
             period_s=0.0,
         )
 
-    def _worker_exit(self, what: str) -> Callable[[BaseException | None], None]:
+    def _worker_exit(
+        self, what: str, then: Callable[[str], None] | None = None
+    ) -> Callable[[BaseException | None], None]:
         """How a worker thread reports that it ended: an unexpected end is an ERROR."""
 
         def on_exit(exc: BaseException | None) -> None:
@@ -536,8 +544,15 @@ class Llava3dNode(LifecycleNode):
             reason = "it returned while active" if exc is None else f"{type(exc).__name__}: {exc}"
             self._stopped[what] = reason
             self._guard.log(f"stopped {what}", "error", f"{what} stopped: {reason}", period_s=0.0)
+            if then is not None:
+                self._guard.run(f"{what} stop", lambda: then(f"{what} stopped: {reason}"))
 
         return on_exit
+
+    def _refuse_queued(self, why: str) -> None:
+        """With no worker left, queued queries are answered NOT_READY (and new ones refused)."""
+        if self.queue is not None:
+            self.queue.stop(f"{why}; reactivate the node")
 
     def _scene_warnings(self) -> list[str]:
         """Warnings every answer carries while they hold (a stopped ingestion: a stale scene)."""
@@ -977,7 +992,7 @@ class Llava3dNode(LifecycleNode):
         if self.queue is not None:
             h.queries_pending = self.queue.pending
             h.queries_done = self.queue.completed
-            h.queries_busy = self.queue.rejected
+            h.queries_busy = self.queue.rejected + self.queue.displaced
             h.last_latency_s = self.queue.last_latency_s
         return h
 
@@ -1018,6 +1033,11 @@ class Llava3dNode(LifecycleNode):
             )
             if not self._active or self.queue is None or self.settings is None:
                 raise QueryError(ResultCode.NOT_READY, "the node is not active")
+            if "query worker" in self._stopped:
+                raise QueryError(
+                    ResultCode.NOT_READY,
+                    f"query worker stopped: {self._stopped['query worker']}; reactivate the node",
+                )
             req = validate(req, self._defaults())
             if not self._rate_limiter.allow(req.client_id):
                 who = repr(req.client_id) if req.client_id else "anonymous callers"
@@ -1034,11 +1054,7 @@ class Llava3dNode(LifecycleNode):
             return None
         job = Job(req, lambda result: self._reply(result, req, done), on_stage, on_token)
         if not self.queue.submit(job):
-            busy = AnswerResult(
-                ResultCode.BUSY,
-                f"{self.queue.pending} queries are waiting (max_pending_queries="
-                f"{self.queue.max_pending}); try again later",
-            )
+            busy = AnswerResult(ResultCode.BUSY, self.queue.refusal_reason(req.client_id))
             self._reply(busy, req, done)
             return None
         return job

@@ -162,3 +162,13 @@ def test_sigterm_answers_what_is_in_flight_then_exits(node_factory, side, reques
         assert "SIGTERM received" in node.output()
     finally:
         client.close()
+
+
+def test_a_second_node_with_the_same_name_is_warned_about(node_factory, request):
+    h = harness(request.config)
+    first = _start(node_factory, "twin")
+    h.wait_for(lambda: "active:" in first.output(), 60, "the first node active")
+    second = _start(node_factory, "twin")
+    warned = "another node named /twin/llava3d is on the graph (2 in all)"
+    h.wait_for(lambda: warned in second.output(), 60, "the second node's warning")
+    assert first.alive() and second.alive()

@@ -209,3 +209,39 @@ def test_a_stopped_ingest_thread_is_an_error_and_answers_say_the_scene_is_stale(
     (answer,) = _ask_all(client, 1)[:1]
     assert answer.code == Answer.OK
     assert any(w.startswith("the scene is stale: ingestion stopped") for w in answer.warnings)
+
+
+def test_a_stopped_query_worker_answers_what_waits_and_refuses_the_rest(served, monkeypatch):
+    """(Runs last: it leaves the module's node without a worker, as a real failure would.)"""
+    node, client = served
+    release = threading.Event()
+    slow = InstantModel()
+    monkeypatch.setattr(slow, "answer", lambda *a, **kw: release.wait(20) and 1 / 0)
+    monkeypatch.setattr(node, "engine", slow)
+    queue = node.queue
+
+    def broken_next_job() -> object:
+        raise RuntimeError("injected: query worker broken")
+
+    replies: list[Answer | None] = [None, None]
+
+    def call(i: int) -> None:
+        replies[i] = client.query(make_prompt("where?", client_id=f"c{i}"), timeout=20.0)
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert _wait(lambda: queue.busy)  # the first query runs (and blocks in the model)
+    monkeypatch.setattr(queue, "_next_job", broken_next_job)
+    second = threading.Thread(target=call, args=(1,))
+    second.start()
+    assert _wait(lambda: queue.pending == 1)
+    release.set()  # the first answer fails (MODEL_ERROR); the worker then dies taking the next
+    first.join(30)
+    second.join(30)
+    assert replies[0] is not None and replies[0].code == Answer.MODEL_ERROR
+    assert replies[1] is not None and replies[1].code == Answer.NOT_READY
+    assert "query worker stopped: RuntimeError: injected" in replies[1].message
+    model = diagnostic_array(node.health(), "/llava3d", 0).status[2]
+    assert model.level == model.ERROR and "query worker stopped" in model.message
+    (after,) = _ask_all(client, 0)  # refused at once, not left waiting
+    assert after.code == Answer.NOT_READY and "query worker stopped" in after.message
