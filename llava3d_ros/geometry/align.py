@@ -29,11 +29,6 @@ class AlignmentError(GeometryError):
     """No floor plane could be found to align the world with."""
 
 
-def identity_alignment() -> np.ndarray:
-    """Alignment for a world frame that is already z-up (REP-103 ``map``/``odom``)."""
-    return np.eye(4)
-
-
 def given_alignment(matrix: np.ndarray) -> np.ndarray:
     """A user-supplied 4×4 alignment (e.g. ScanNet's axis_align_matrix), validated."""
     return as_pose(matrix)

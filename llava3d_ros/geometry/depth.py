@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from llava3d_ros.geometry.cameras import ResizeCrop
-from llava3d_ros.geometry.errors import GeometryError, NoValidDepthError
+from llava3d_ros.geometry.errors import GeometryError
 
 MM_SCALE = 1000.0  # Kinect/RealSense/7-Scenes/ScanNet PNGs: millimetres
 TUM_SCALE = 5000.0  # TUM RGB-D PNGs: 1/5000 m
@@ -41,12 +41,6 @@ def decode_depth(depth: np.ndarray, scale: float = MM_SCALE) -> np.ndarray:
     raise GeometryError(
         f"depth must be uint16 (scaled) or float32/float64 metres, got {depth.dtype}"
     )
-
-
-def require_valid(metres: np.ndarray) -> None:
-    """Raise ``NoValidDepthError`` if a decoded depth image has no valid pixel."""
-    if not np.isfinite(metres).any():
-        raise NoValidDepthError("depth image has no valid pixel (all 0, 65535, NaN or inf)")
 
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:

@@ -1,11 +1,15 @@
-"""Poses (OpenCV optical camera-to-world), pixel unprojection and per-patch 3D positions."""
+"""Poses (OpenCV optical camera-to-world), pixel unprojection and per-patch 3D positions.
+
+torch is imported only inside the two paths that reproduce upstream's torch arithmetic
+(``patch_points_upstream``, ``patches_to_world`` with ``compat_bf16``), so importing this
+module does not pay for torch (test/geometry/test_imports.py holds that).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from llava3d_ros.geometry.cameras import ResizeCrop, as_intrinsics, resize_crop_intrinsics
 from llava3d_ros.geometry.depth import resize_crop_nearest
@@ -85,14 +89,6 @@ def optical_from_body_pose(world_from_body: np.ndarray) -> np.ndarray:
     return body @ fix
 
 
-def body_from_optical_pose(world_from_optical: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`optical_from_body_pose` (for publishing poses in a ROS body frame)."""
-    opt = as_pose(world_from_optical)
-    fix = np.eye(4)
-    fix[:3, :3] = BODY_FROM_OPTICAL.T
-    return opt @ fix
-
-
 def unproject_pixels(
     u: np.ndarray, v: np.ndarray, depth: np.ndarray, k: np.ndarray, cam_to_world: np.ndarray
 ) -> np.ndarray:
@@ -133,6 +129,8 @@ def patch_points_upstream(
     ``compat_bf16``, as the released script) with pixel index = coordinate. Invalid depth
     unprojects to the camera centre like upstream but is marked invalid here.
     """
+    import torch
+
     g = _grid(plan, patch)
     k336 = resize_crop_intrinsics(k_depth, plan)
     d = resize_crop_nearest(depth_m, plan)[::patch, ::patch][:g, :g]
@@ -275,6 +273,8 @@ def patches_to_world(
         homog = np.concatenate([flat, np.ones_like(flat[:, :1])], axis=1)
         world = pose.astype(np.float32) @ homog.T
         return np.ascontiguousarray((world[:3] / world[3:]).T).reshape(np.shape(cam_xyz))
+    import torch
+
     dtype = torch.bfloat16
     pts = torch.from_numpy(np.ascontiguousarray(cam_xyz, dtype=np.float32)).to(dtype)
     flat = pts.reshape(-1, 3)

@@ -1,12 +1,19 @@
-"""Voxel pooling of 3D patch features exactly as LLaVA-3D does it, with a deterministic cap."""
+"""Voxel pooling of 3D patch features exactly as LLaVA-3D does it, with a deterministic cap.
+
+torch is imported inside the functions that compute, not at module level, so importing
+``geometry`` (the node at start-up, the ``query`` CLI) does not pay for torch; only calling
+them does (test/geometry/test_imports.py holds that).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from llava3d_ros.geometry.errors import GeometryError, NoValidDepthError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -28,6 +35,8 @@ class VoxelAssignment:
 
 
 def _check_xyz(xyz: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    import torch
+
     if not isinstance(xyz, torch.Tensor):
         raise GeometryError(f"xyz must be a torch.Tensor, got {type(xyz).__name__}")
     if xyz.ndim != 2 or xyz.shape[1] != 3:
@@ -67,6 +76,8 @@ def voxelize(
     same scene always yields the same tokens. ``compat_bf16`` rounds in bfloat16 like the
     released inference script (membership can differ from fp32; fp32 is the more exact default).
     """
+    import torch
+
     valid = _check_xyz(xyz, valid)
     if not voxel_size > 0:
         raise GeometryError(f"voxel_size must be > 0, got {voxel_size}")
@@ -114,6 +125,8 @@ def pool_features(features: torch.Tensor, assignment: VoxelAssignment) -> torch.
 
 
 def _mean_by_index(features: torch.Tensor, idx: torch.Tensor, m: int) -> torch.Tensor:
+    import torch
+
     keep = idx >= 0
     half = features.dtype in (torch.float16, torch.bfloat16)
     acc_dtype = torch.float32 if half else features.dtype

@@ -141,16 +141,16 @@ class Engine:
         with self._lock:
             try:
                 self._run(
-                    views,
-                    question,
-                    task,
-                    result,
-                    timings,
-                    max_new_tokens,
-                    temperature,
-                    on_token,
-                    cancel,
-                    on_stage,
+                    views=views,
+                    question=question,
+                    task=task,
+                    result=result,
+                    timings=timings,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    on_token=on_token,
+                    cancel=cancel,
+                    on_stage=on_stage,
                 )
             except QueryError as exc:
                 result.code, result.message = exc.code, exc.message
@@ -182,17 +182,23 @@ class Engine:
 
     def _run(
         self,
-        views,
-        question,
-        task,
-        result,
-        timings,
-        max_new_tokens,
-        temperature,
-        on_token,
-        cancel,
-        on_stage,
+        *,
+        views: Sequence[ModelView],
+        question: str,
+        task: str,
+        result: AnswerResult,
+        timings: Timings,
+        max_new_tokens: int,
+        temperature: float,
+        on_token: Callable[[str, int], None] | None,
+        cancel: threading.Event | None,
+        on_stage: Callable[[str], None] | None,
     ) -> None:
+        """The query itself (``answer`` holds the lock and turns exceptions into result codes).
+
+        Keyword-only: ten arguments, several of the same type, are easy to pass in the wrong
+        order. It fills ``result`` and ``timings`` in place.
+        """
         b = self.bundle
         if b is None:
             raise QueryError(ResultCode.NOT_READY, "the model has been released")
