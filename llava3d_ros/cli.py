@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-views", type=int, default=0)
     q.add_argument("--client-id", default="", help="who asks, for the node's per-client rate limit")
     q.add_argument("--json", action="store_true", help="print the answer as JSON")
+    q.add_argument(
+        "--server-check-s",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="after a fast answer, keep watching up to S s from discovery for a second server "
+        "of the same name (warned on stderr); 0 = exit at once",
+    )
 
     for name, (_, what) in EXTERNAL.items():
         sub.add_parser(name, help=what, add_help=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import threading
 import time
@@ -13,9 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import rclpy
+from action_msgs.msg import GoalStatus
+from action_msgs.srv import CancelGoal
 from rclpy.action import ActionClient
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from unique_identifier_msgs.msg import UUID
 
 from llava3d_ros.action import Ask
@@ -27,6 +31,16 @@ from llava3d_ros.srv import Query
 
 class ClientError(RuntimeError):
     """The node could not be reached or did not answer in time."""
+
+
+class Interrupted(Exception):
+    """A signal (Ctrl-C, SIGTERM) reached the client while it waited; ``outcome`` says what
+    became of the request (an ``~/ask`` goal is canceled, a ``~/query`` call cannot be)."""
+
+    def __init__(self, signum: int, outcome: str = "nothing had been sent yet") -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.outcome = outcome
 
 
 def make_prompt(
@@ -69,15 +83,36 @@ class Llava3dClient:
     handled, so feedback still queued behind the result (a short answer on a loaded machine)
     was dropped. Here a goal's callback stays registered for ``FEEDBACK_GRACE_S`` after its
     result, since feedback and result travel on different topics and may arrive in any order.
+
+    Blocking calls poll every ``POLL_S`` for :meth:`interrupt` (a signal handler's hook) and
+    then raise :class:`Interrupted`; an ``~/ask`` goal that is still in flight when a call
+    gives up (interrupt or timeout) is canceled first, waiting at most ``CANCEL_WAIT_S``.
+    ``on_warning`` gets one message per name when more than one server answers it.
     """
 
     FEEDBACK_GRACE_S = 10.0
+    POLL_S = 0.05
+    CANCEL_WAIT_S = 2.0
+    SERVER_CHECK_S = 0.5
 
-    def __init__(self, node_name: str = "/llava3d", context: rclpy.Context | None = None) -> None:
+    def __init__(
+        self,
+        node_name: str = "/llava3d",
+        context: rclpy.Context | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
         self.context = context
         self.node = rclpy.create_node(f"llava3d_client_{id(self):x}", context=context)
         self._query = self.node.create_client(Query, f"{node_name}/query")
-        self._ask = ActionClient(self.node, Ask, f"{node_name}/ask")
+        self._action_name = f"{node_name}/ask"
+        self._ask = ActionClient(self.node, Ask, self._action_name)
+        self._on_warning = on_warning
+        self._warned: set[str] = set()
+        self._server_checked: dict[str, float] = {}
+        self._found_at: dict[str, float] = {}  # service/action name → when first discovered
+        # signal numbers from interrupt(): list.append is all a signal handler may safely do
+        # (taking a lock the interrupted main thread holds would deadlock)
+        self._signals: list[int] = []
         self._feedback_lock = threading.Lock()
         # goal uuid → (callback, monotonic time of its result or None while running)
         self._feedback: dict[bytes, tuple[Callable[[Any], None], float | None]] = {}
@@ -103,11 +138,72 @@ class Llava3dClient:
         self._ask.destroy()
         self.node.destroy_node()
 
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        """Make the blocking call in progress (or the next one) raise :class:`Interrupted`.
+
+        Safe to call from a signal handler: it only appends to a list.
+        """
+        self._signals.append(int(signum))
+
+    def _check_interrupt(self) -> None:
+        if self._signals:
+            raise Interrupted(self._signals[0])
+
+    def _check_servers(self, name: str, force: bool = False) -> None:
+        """Warn once per name when more than one server answers ``name`` (same-named nodes)."""
+        if self._on_warning is None or name in self._warned:
+            return
+        now = time.monotonic()
+        if not force and now - self._server_checked.get(name, -1e9) < self.SERVER_CHECK_S:
+            return
+        self._server_checked[name] = now
+        is_action = name == self._action_name
+        try:
+            n = self.node.count_services(f"{name}/_action/send_goal" if is_action else name)
+        except Exception:  # noqa: BLE001 - a graph query never fails a call
+            return
+        if n > 1:
+            self._warned.add(name)
+            kind = "action servers" if is_action else "servers"
+            self._on_warning(
+                f"warning: {n} {kind} answer {name}; replies may come from either "
+                "(is a second node running with the same name?)"
+            )
+
+    def watch_servers(self, until_s: float) -> None:
+        """Keep checking for a second server until ``until_s`` after each name was found.
+
+        Discovery reports the servers of one name one by one, the second up to a second or
+        more after the first, so an answer that comes back at once can precede it. Returns
+        early once warned, and at once on :meth:`interrupt`.
+        """
+        for name, found in list(self._found_at.items()):
+            while name not in self._warned and not self._signals:
+                self._check_servers(name, force=True)
+                if time.monotonic() >= found + until_s:
+                    break
+                time.sleep(self.POLL_S)
+
+    def _discover(
+        self, ready: Callable[[], bool], timeout: float, what: str, name: str = ""
+    ) -> None:
+        """Poll ``ready`` (rclpy's wait_for_* sleep 0.25 s at a time and ignore interrupts)."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            self._check_interrupt()
+            if time.monotonic() >= deadline:
+                raise ClientError(f"{what} is not available after {timeout:g} s")
+            time.sleep(self.POLL_S)
+        self._check_interrupt()
+        if name:
+            self._found_at.setdefault(name, time.monotonic())
+            self._check_servers(name, force=True)
+
     def wait_for_node(self, timeout: float) -> None:
-        if not self._query.wait_for_service(timeout_sec=timeout):
-            raise ClientError(f"service {self._query.srv_name} not available after {timeout} s")
-        if not self._ask.wait_for_server(timeout_sec=max(1.0, timeout)):
-            raise ClientError("action server not available")
+        self._discover(self._query.service_is_ready, timeout, f"service {self._query.srv_name}")
+        self._discover(
+            self._ask.server_is_ready, max(1.0, timeout), f"action server {self._action_name}"
+        )
 
     def _on_feedback(self, msg: Any) -> None:
         with self._feedback_lock:
@@ -127,25 +223,72 @@ class Llava3dClient:
                 if done is not None and now - done > self.FEEDBACK_GRACE_S:
                     del self._feedback[key]
 
-    @staticmethod
-    def _wait(future: Any, timeout: float, what: str) -> Any:
+    def _wait(self, future: Any, timeout: float, what: str, servers: str = "") -> Any:
+        """The future's result; ClientError after ``timeout``, Interrupted on interrupt()."""
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout):
-            raise ClientError(f"no {what} after {timeout} s")
+        deadline = time.monotonic() + timeout
+        while not done.wait(min(self.POLL_S, max(deadline - time.monotonic(), 0.0))):
+            self._check_interrupt()
+            if servers:
+                self._check_servers(servers)
+            if time.monotonic() >= deadline:
+                raise ClientError(f"no {what} after {timeout:g} s")
         return future.result()
+
+    def _settle(self, future: Any, deadline: float, signals: int) -> bool:
+        """Wait for ``future`` until ``deadline`` or a further interrupt; True when done."""
+        while not future.done():
+            if time.monotonic() >= deadline or len(self._signals) > signals:
+                return False
+            time.sleep(min(self.POLL_S / 2, max(deadline - time.monotonic(), 0.0)))
+        return True
+
+    def _cancel_goal(self, send_future: Any, result_future: Any | None) -> str:
+        """Cancel a goal given up on; says how it ended (waits ``CANCEL_WAIT_S`` at most)."""
+        deadline = time.monotonic() + self.CANCEL_WAIT_S
+        signals = len(self._signals)  # one more signal stops the waiting
+        if not self._settle(send_future, deadline, signals):
+            return "the node had not accepted the goal yet; it may still run it"
+        handle = send_future.result()
+        if not handle.accepted:
+            return "the goal was not accepted"
+        cancel_future = handle.cancel_goal_async()
+        if result_future is None:
+            result_future = handle.get_result_async()
+        if not self._settle(cancel_future, deadline, signals):
+            return "cancel requested; no reply from the node"
+        code = cancel_future.result().return_code
+        if code == CancelGoal.Response.ERROR_GOAL_TERMINATED:
+            return "the goal had already finished"
+        if code != CancelGoal.Response.ERROR_NONE:
+            return f"the node refused to cancel the goal (code {code})"
+        if not self._settle(result_future, deadline, signals):
+            return "cancel accepted; the goal had not ended yet"
+        status = result_future.result().status
+        if status == GoalStatus.STATUS_CANCELED:
+            return "goal canceled"
+        return f"the goal ended ({_STATUS.get(status, status)}) before the cancel"
 
     def query(self, prompt: Prompt, timeout: float = 60.0) -> Answer:
         """Call ``~/query`` and return the Answer; ``timeout`` covers discovery and the answer."""
         deadline = time.monotonic() + timeout
+        name = self._query.srv_name
         # discovery of a node seen for the first time can take seconds on a loaded machine
-        if not self._query.wait_for_service(timeout_sec=timeout):
-            raise ClientError(
-                f"service {self._query.srv_name} is not available after {timeout:g} s"
-            )
+        self._discover(self._query.service_is_ready, timeout, f"service {name}", name)
         fut = self._query.call_async(Query.Request(prompt=prompt))
         left = max(deadline - time.monotonic(), 0.1)
-        return self._wait(fut, left, "answer from ~/query").answer
+        try:
+            answer = self._wait(fut, left, "answer from ~/query", name).answer
+        except Interrupted as exc:
+            self._query.remove_pending_request(fut)
+            exc.outcome = "a service call cannot be canceled; the node may still answer it"
+            raise
+        except ClientError:
+            self._query.remove_pending_request(fut)
+            raise
+        self._check_servers(name, force=True)
+        return answer
 
     def ask(
         self,
@@ -154,9 +297,12 @@ class Llava3dClient:
         on_feedback: Callable[[Ask.Feedback], None] | None = None,
         cancel_when: Callable[[Ask.Feedback], bool] | None = None,
     ) -> tuple[Answer, int]:
-        """Send an ``~/ask`` goal; returns (Answer, final goal status). May cancel on feedback."""
-        if not self._ask.wait_for_server(timeout_sec=timeout):
-            raise ClientError(f"action server ~/ask is not available after {timeout:g} s")
+        """Send an ``~/ask`` goal; returns (Answer, final goal status). May cancel on feedback.
+
+        A goal given up on (timeout, :meth:`interrupt`) is canceled before the call raises.
+        """
+        name = self._action_name
+        self._discover(self._ask.server_is_ready, timeout, f"action server {name}", name)
         handle_box: list[Any] = []
         canceled = threading.Event()
 
@@ -170,19 +316,38 @@ class Llava3dClient:
 
         goal_id = UUID(uuid=list(uuid.uuid4().bytes))
         self._watch_feedback(bytes(goal_id.uuid), feedback)
+        send_future = result_future = None
+        in_flight = False
         try:
-            handle = self._wait(
-                self._ask.send_goal_async(Ask.Goal(prompt=prompt), goal_uuid=goal_id),
-                timeout,
-                "goal response",
-            )
+            send_future = self._ask.send_goal_async(Ask.Goal(prompt=prompt), goal_uuid=goal_id)
+            in_flight = True
+            handle = self._wait(send_future, timeout, "goal response", name)
             if not handle.accepted:
+                in_flight = False
                 raise ClientError("goal rejected")
             handle_box.append(handle)
-            result = self._wait(handle.get_result_async(), timeout, "action result")
+            result_future = handle.get_result_async()
+            result = self._wait(result_future, timeout, "action result", name)
+            in_flight = False
+        except Interrupted as exc:
+            if in_flight:
+                exc.outcome = self._cancel_goal(send_future, result_future)
+            raise
+        except ClientError as exc:
+            if not in_flight:
+                raise
+            raise ClientError(f"{exc}; {self._cancel_goal(send_future, result_future)}") from exc
         finally:
             self._watch_feedback(bytes(goal_id.uuid), None)
+        self._check_servers(name, force=True)
         return result.result.answer, result.status
+
+
+_STATUS = {
+    getattr(GoalStatus, k): k.removeprefix("STATUS_")
+    for k in dir(GoalStatus)
+    if k.startswith("STATUS_")
+}
 
 
 def _parse_click(text: str) -> tuple[float, float, int]:
@@ -191,8 +356,21 @@ def _parse_click(text: str) -> tuple[float, float, int]:
     return u, v, int(stamp) if stamp else 0
 
 
+def _install_signal_handlers(
+    handler: Callable[[int, Any], None],
+) -> dict[int, Any]:
+    """SIGINT and SIGTERM → ``handler``; the previous handlers (none off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def main(args: argparse.Namespace, ros_args: list[str]) -> int:
-    """``llava3d-ros query``: print the answer, boxes and timings; exit 0 only on success."""
+    """``llava3d-ros query``: print the answer, boxes and timings; exit 0 only on success.
+
+    Ctrl-C (SIGINT) or SIGTERM cancels an ``--action`` goal in flight, says so on one line
+    and exits 128 + the signal number (130 for Ctrl-C), without a traceback.
+    """
     try:
         clicks = tuple(_parse_click(c) for c in args.click)
         points = tuple(tuple(float(x) for x in p.split(",")) for p in args.point)
@@ -212,47 +390,89 @@ def main(args: argparse.Namespace, ros_args: list[str]) -> int:
         args.max_views,
         args.client_id,
     )
+    signals: list[int] = []
+    client: Llava3dClient | None = None
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals.append(signum)  # only appends: the main thread may hold any lock now
+        if client is not None:
+            client.interrupt(signum)
+
+    previous = _install_signal_handlers(on_signal)
+    shown = [False]
+
+    def warn(message: str) -> None:
+        if shown[0]:  # end the feedback line first
+            print(flush=True)
+            shown[0] = False
+        print(f"llava3d-ros query: {message}", file=sys.stderr, flush=True)
+
     context = rclpy.Context()
-    rclpy.init(args=["llava3d-ros", *ros_args], context=context)
-    client = Llava3dClient(args.node, context)
-    t0 = time.monotonic()
     try:
-        if args.action:
-
-            def show(fb: Any) -> None:
-                if not args.json:
-                    print(
-                        f"\r[{fb.stage}] {fb.tokens} tokens: {fb.partial_text[-60:]}",
-                        end="",
-                        flush=True,
-                    )
-
-            answer, _ = client.ask(prompt, args.timeout, show)
-            if not args.json:
-                print()
-        else:
-            answer = client.query(prompt, args.timeout)
-    except ClientError as exc:
-        print(f"llava3d-ros query: {exc}", file=sys.stderr)
-        return 3
-    finally:
-        client.close()
-        rclpy.shutdown(context=context)
-    summary = answer_summary(answer)
-    summary["round_trip_s"] = time.monotonic() - t0
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print("OK" if answer.success else f"{ResultCode(answer.code).name}: {answer.message}")
-        print(f"answer: {answer.text}")
-        for o in summary["objects"]:
-            print(f"  box {o['label']!r}: centre {o['center']} size {o['size']} score {o['score']}")
-        for p in summary["click_points"]:
-            print(f"  click at {p}")
-        t = summary["timings_s"]
-        print(
-            f"model: {answer.model}; {answer.scene_tokens} scene tokens; encode {t['encode']:.3f} s, "
-            f"prefill {t['prefill']:.3f} s, decode {t['decode']:.3f} s, total {t['total']:.3f} s, "
-            f"round trip {summary['round_trip_s']:.3f} s"
+        rclpy.init(
+            args=["llava3d-ros", *ros_args],
+            context=context,
+            signal_handler_options=SignalHandlerOptions.NO,
         )
+        client = Llava3dClient(args.node, context, on_warning=warn)
+        for signum in signals[:1]:  # a signal while the client was being built
+            client.interrupt(signum)
+        t0 = time.monotonic()
+        try:
+            if args.action:
+
+                def show(fb: Any) -> None:
+                    if not args.json:
+                        shown[0] = True
+                        print(
+                            f"\r[{fb.stage}] {fb.tokens} tokens: {fb.partial_text[-60:]}",
+                            end="",
+                            flush=True,
+                        )
+
+                answer, _ = client.ask(prompt, args.timeout, show)
+                if shown[0]:
+                    shown[0] = False
+                    print(flush=True)
+            else:
+                answer = client.query(prompt, args.timeout)
+            _print_answer(answer, time.monotonic() - t0, args.json)
+            # a second server of the same name may be discovered only after a fast answer
+            client.watch_servers(getattr(args, "server_check_s", 2.0))
+        except Interrupted as exc:
+            if shown[0]:
+                print(flush=True)
+            what = "interrupted" if exc.signum == signal.SIGINT else "terminated"
+            print(f"llava3d-ros query: {what}: {exc.outcome}", file=sys.stderr, flush=True)
+            return 128 + exc.signum
+        except ClientError as exc:
+            print(f"llava3d-ros query: {exc}", file=sys.stderr)
+            return 3
+        finally:
+            client.close()
+            rclpy.shutdown(context=context)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
     return 0 if answer.success else 1
+
+
+def _print_answer(answer: Answer, round_trip_s: float, as_json: bool) -> None:
+    summary = answer_summary(answer)
+    summary["round_trip_s"] = round_trip_s
+    if as_json:
+        print(json.dumps(summary, indent=2), flush=True)
+        return
+    print("OK" if answer.success else f"{ResultCode(answer.code).name}: {answer.message}")
+    print(f"answer: {answer.text}")
+    for o in summary["objects"]:
+        print(f"  box {o['label']!r}: centre {o['center']} size {o['size']} score {o['score']}")
+    for p in summary["click_points"]:
+        print(f"  click at {p}")
+    t = summary["timings_s"]
+    print(
+        f"model: {answer.model}; {answer.scene_tokens} scene tokens; encode {t['encode']:.3f} s, "
+        f"prefill {t['prefill']:.3f} s, decode {t['decode']:.3f} s, total {t['total']:.3f} s, "
+        f"round trip {summary['round_trip_s']:.3f} s",
+        flush=True,
+    )

@@ -1,7 +1,9 @@
-"""The command-line/test client against an in-process ~/ask server (no node, no model)."""
+"""The command-line/test client: against an in-process ~/ask server (no node, no model), and
+``llava3d-ros query`` against node processes (Ctrl-C cancels, same-named servers warned)."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -10,6 +12,8 @@ import pytest
 from llava3d_ros.action import Ask
 from llava3d_ros.msg import Answer
 from llava3d_ros.ros.client import Llava3dClient, make_prompt
+
+from .conftest import harness, node_rig, plane_frame
 
 pytestmark = pytest.mark.ros
 
@@ -69,3 +73,154 @@ def test_feedback_queued_behind_the_result_still_arrives(ctx):
         client.close()
         executor.shutdown(timeout_sec=2.0)
         server_node.destroy_node()
+
+
+# A long answer: the random-weight model samples at temperature 1 and rarely stops early.
+LONG = ("--max-new-tokens", "2000", "--temperature", "1.0")
+
+
+@pytest.fixture(scope="module")
+def rig(node_factory, ros_context):
+    with node_rig(node_factory, ros_context, name="client-node") as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def scene(rig, request):
+    """A keyframe in the node, so that queries decode (not NO_SCENE)."""
+    f = plane_frame()
+
+    def answered() -> bool:
+        rig["pub"].publish(f["rgb"], f["depth"], f["k"], f["pose"], 1_000_000_000)
+        return rig["client"].query(make_prompt("what is here?"), timeout=30).code == Answer.OK
+
+    harness(request.config).wait_for(answered, 60, "an OK answer", interval=0.2)
+    return rig
+
+
+def _answers(rig, request) -> list[tuple[float, Answer]]:
+    """(arrival time, Answer) of every ~/answer publication from now on."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    got: list[tuple[float, Answer]] = []
+    sub = rig["side"].create_subscription(
+        Answer,
+        "/llava3d/answer",
+        lambda msg: got.append((time.monotonic(), msg)),
+        QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    request.addfinalizer(lambda: rig["side"].destroy_subscription(sub))
+    harness(request.config).wait_for(
+        lambda: sub.get_publisher_count() > 0, 20, "~/answer to match the test's subscriber"
+    )
+    return got
+
+
+def test_ctrl_c_cancels_the_action_goal(scene, spawn, request):
+    h = harness(request.config)
+    answers = _answers(scene, request)
+    question = "describe every object in detail (interrupted)"
+    child = spawn(
+        *("-m", "llava3d_ros.cli", "query", question, "--action", "--timeout", "300", *LONG),
+        name="query-action",
+    )
+    h.wait_for(lambda: "[decoding]" in child.output(), 120, "the client to show decoding")
+    t_signal = time.monotonic()
+    child.popen.send_signal(signal.SIGINT)
+    assert child.popen.wait(15) == 130, child.output()
+    out = child.output()
+    assert "Traceback" not in out, out
+    assert "llava3d-ros query: interrupted: goal canceled" in out, out
+
+    def mine() -> list[tuple[float, Answer]]:
+        return [(t, a) for t, a in answers if a.prompt.question == question]
+
+    h.wait_for(mine, 10, "the node's answer to the canceled goal on ~/answer")
+    t_answer, answer = mine()[0]
+    assert answer.code == Answer.CANCELED, answer.message
+    assert t_answer - t_signal < 5.0  # the node stopped decoding when told, not 2000 tokens on
+    assert scene["client"].query(make_prompt("still there?"), timeout=30).code == Answer.OK
+
+
+def test_ctrl_c_on_a_service_call_exits_130(scene, spawn, request):
+    """A ~/query call cannot be canceled: the client says so and exits 130 all the same."""
+    h = harness(request.config)
+    release, decoding = threading.Event(), threading.Event()
+    held: list[object] = []
+
+    def hold_the_node() -> None:  # a long goal ahead of it keeps the call waiting in the queue
+        try:
+            held.append(
+                scene["client"].ask(
+                    make_prompt("keep the node busy", max_new_tokens=2000, temperature=1.0),
+                    120,
+                    on_feedback=lambda fb: fb.stage == "decoding" and decoding.set(),
+                    cancel_when=lambda fb: release.is_set(),
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - shown by the assertion below
+            held.append(exc)
+
+    holder = threading.Thread(target=hold_the_node)
+    holder.start()
+    try:
+        h.wait_for(decoding.is_set, 120, "the long goal to decode")
+        h.wait_for(lambda: scene["diag"].get("queries_pending") == "0", 10, "an empty queue")
+        child = spawn("-m", "llava3d_ros.cli", "query", "and this?", name="query-service")
+        h.wait_for(
+            lambda: scene["diag"].get("queries_pending") == "1", 120, "the call to be queued"
+        )
+        child.popen.send_signal(signal.SIGINT)
+        assert child.popen.wait(15) == 130, child.output()
+    finally:
+        release.set()
+        holder.join(60)
+    out = child.output()
+    assert "Traceback" not in out, out
+    assert "interrupted: a service call cannot be canceled" in out, out
+    assert held and not isinstance(held[0], Exception), held
+    assert held[0][0].code == Answer.CANCELED, held[0][0].message
+
+
+TWIN = "/llava3d_twin"
+
+
+def test_two_servers_of_one_name_are_warned(node_factory, ros_context, ros_env, request):
+    import rclpy
+
+    h = harness(request.config)
+    twin = (
+        "-m",
+        "llava3d_ros.cli",
+        "run",
+        "--autostart",
+        "--ros-args",
+        "-r",
+        "__node:=llava3d_twin",
+    )
+    watcher = rclpy.create_node("twin_watcher", context=ros_context)
+    try:
+        node_factory(name="twin-a", args=twin)
+        h.wait_for(lambda: watcher.count_services(f"{TWIN}/query") == 1, 60, "the first twin")
+        node_factory(name="twin-b", args=twin)
+        h.wait_for(lambda: watcher.count_services(f"{TWIN}/query") == 2, 60, "the second twin")
+        h.wait_for(
+            lambda: watcher.count_services(f"{TWIN}/ask/_action/send_goal") == 2,
+            30,
+            "both twins' ~/ask",
+        )
+    finally:
+        watcher.destroy_node()
+    # --server-check-s: a fresh process may discover the second server a second or two after
+    # the first, after a fast (NO_SCENE) answer; it stops watching once it has warned
+    check = ("--server-check-s", "60")
+    out = h.run_cli(["query", "hello", "--node", TWIN, *check], ros_env, 120)
+    assert out.returncode in (0, 1), out.stderr  # an answer from one of them
+    assert out.stderr.count("warning:") == 1, out.stderr
+    assert (
+        f"warning: 2 servers answer {TWIN}/query; replies may come from either "
+        "(is a second node running with the same name?)"
+    ) in out.stderr
+    out = h.run_cli(["query", "hello", "--node", TWIN, "--action", *check], ros_env, 120)
+    assert out.returncode in (0, 1), out.stderr
+    assert f"warning: 2 action servers answer {TWIN}/ask;" in out.stderr, out.stderr
