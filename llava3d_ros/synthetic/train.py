@@ -8,7 +8,9 @@ everything after it trains: the 3D
 position MLP, voxel pooling, projector, click encoder and the LLaMA-shaped LLM. Several
 questions per scene are packed into one multi-turn llava_v1 conversation so the scene
 tokens are paid for once. Deterministic for a given --steps; --minutes cuts short and
-makes the learning-rate schedule follow the wall clock too.
+makes the learning-rate schedule follow the wall clock too. The training-only extra losses
+(--bind-loss, --query-loss, --read-loss, --readout-loss, --token-loss, --number-loss) are
+plug-ins (``extra_losses.py``) that ``train`` adds to the answer loss.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import json
 import math
 import random
 import time
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -43,16 +44,6 @@ from llava3d_ros.synthetic.batches import (
     build_batch,
     prepare_scene,
 )
-from llava3d_ros.synthetic.binding import (
-    binding_loss,
-    binding_targets,
-    capture_input,
-    capture_output,
-    query_loss,
-    query_targets,
-    read_loss,
-    read_targets,
-)
 from llava3d_ros.synthetic.count_balance import count_weights, rebalance_counts
 from llava3d_ros.synthetic.dataset import (
     CLICK_MODES,
@@ -62,10 +53,8 @@ from llava3d_ros.synthetic.dataset import (
     load_npz,
     parse_seeds,
 )
-from llava3d_ros.synthetic.number_loss import NumberTable, number_loss, number_table
-from llava3d_ros.synthetic.readout import readout_head, readout_loss, readout_targets
+from llava3d_ros.synthetic.extra_losses import Batch, ExtraLoss, extra_losses, hooked
 from llava3d_ros.synthetic.tasks import Task
-from llava3d_ros.synthetic.token_loss import category_head, token_loss, token_targets
 from llava3d_ros.synthetic.vocab import build_tokenizer
 
 MODEL_NAME = "tiny-llava3d trained-on-synthetic-scenes"  # Answer.model of the embedded default
@@ -282,23 +271,11 @@ def pad_batch(
     return embeds, labels
 
 
-def batch_loss(
-    bundle: ModelBundle,
-    embeds: torch.Tensor,
-    labels: torch.Tensor,
-    numbers: NumberTable | None = None,
-    number_weight: float = 1.0,
-    number_sigma: float = 0.1,
+def answer_loss(
+    logits: torch.Tensor, target: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Right-padded batch → mean answer-token CE (plus ``number_weight`` × the number loss when
-    a ``numbers`` table is given) and token accuracy; ``stats["loss"]`` is the plain CE.
-
-    No attention mask: padding only follows a sequence's tokens, and causal attention never
-    looks forward, so the real tokens see exactly what they would alone (and the mask-free
-    attention path is the faster one).
-    """
-    logits = bundle.lm(inputs_embeds=embeds).logits[:, :-1]
-    target = labels[:, 1:]
+    """Mean answer-token cross-entropy of ``logits`` (B, T − 1, V) against ``target`` (B, T − 1)
+    (−100 = unsupervised), and ``stats`` with it (``loss``) and the token accuracy."""
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
     )
@@ -306,12 +283,19 @@ def batch_loss(
         sup = target != -100
         right = (logits.argmax(-1) == target) & sup
         token_acc = float(right.sum() / sup.sum().clamp(min=1))
-    stats = {"loss": float(loss.detach()), "token_acc": token_acc}
-    if numbers is not None:
-        soft = number_loss(logits, target, numbers, number_sigma)
-        stats["number_loss"] = float(soft.detach())
-        loss = loss + number_weight * soft
-    return loss, stats
+    return loss, {"loss": float(loss.detach()), "token_acc": token_acc}
+
+
+def batch_loss(
+    bundle: ModelBundle, embeds: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Right-padded batch → mean answer-token CE and token accuracy (``answer_loss``).
+
+    No attention mask: padding only follows a sequence's tokens, and causal attention never
+    looks forward, so the real tokens see exactly what they would alone (and the mask-free
+    attention path is the faster one).
+    """
+    return answer_loss(bundle.lm(inputs_embeds=embeds).logits[:, :-1], labels[:, 1:])
 
 
 @torch.no_grad()
@@ -360,6 +344,162 @@ def draw_tasks(
     return tasks if counts is None else rebalance_counts(tasks, sample, counts, rng)
 
 
+def initial_model(
+    cfg: TrainConfig,
+    train_samples: list[SceneSample],
+    data_cfg: DataConfig,
+    device: str,
+    init: Path | None,
+) -> ModelBundle:
+    """The checkpoint ``init`` to go on from, else a fresh model whose tokenizer is built from
+    the training questions and answers."""
+    if init is not None:
+        return load_initial(init, data_cfg, device)
+    texts = [t.question for s in train_samples for t in s.tasks]
+    texts += [t.answer for s in train_samples for t in s.tasks]
+    return build_model(cfg, build_tokenizer(texts), data_cfg, device)
+
+
+def prepare_scenes(
+    bundle: ModelBundle, cfg: TrainConfig, samples: list[SceneSample]
+) -> list[PreparedScene]:
+    """The training scenes with their tower features, voxelised once (``prepare_scene``)."""
+    return [
+        prepare_scene(
+            s,
+            scene_features(bundle, s),
+            voxel_size=cfg.voxel_size,
+            max_tokens=cfg.max_scene_tokens,
+            seed=cfg.seed,
+        )
+        for s in samples
+    ]
+
+
+def optimiser(
+    cfg: TrainConfig, bundle: ModelBundle, extras: list[ExtraLoss]
+) -> tuple[list[torch.nn.Parameter], torch.optim.AdamW]:
+    """AdamW (weight decay on matrices only) over all that trains: the model, then the plug-ins'
+    training-only heads; also returns those parameters for gradient clipping."""
+    # the token head before the readout head, as before the plug-ins: clip_grad_norm_ adds the
+    # gradient norms up in parameter order
+    heads = [m for x in sorted(extras, key=lambda x: x.name != "token_loss") for m in x.modules()]
+    parts = (bundle.lm, bundle.vision, *heads)
+    params = [p for m in parts for p in m.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}]
+    return params, torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def schedule(cfg: TrainConfig, step: int, elapsed_s: float, minutes: float) -> tuple[float, float]:
+    """(share of the run done, learning rate) at ``step``: linear warmup, then cosine decay to
+    10 %. Under a wall-clock budget the schedule follows whichever runs out first, steps or
+    minutes, so a cut-short run still decays (such a run is then only as reproducible as its
+    step count, which meta.json records)."""
+    frac = step / max(cfg.steps - 1, 1)
+    if minutes > 0:
+        frac = min(1.0, max(frac, elapsed_s / (60 * minutes)))
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.55 + 0.45 * math.cos(math.pi * frac))
+    return frac, lr
+
+
+def sample_batch(
+    bundle: ModelBundle,
+    encoder: TurnEncoder,
+    scenes: list[PreparedScene],
+    cfg: TrainConfig,
+    frac: float,
+    rng: random.Random,
+    counts: dict[str, float] | None,
+) -> Batch:
+    """One step's batch: ``cfg.batch`` random scenes, each asked questions of the kinds the
+    curriculum allows at ``frac`` of the run (``draw_tasks``); a scene left without a question
+    is dropped. With ``train_vision`` the scenes' features come from the tower as it is now."""
+    kinds = cfg.kinds if frac >= cfg.curriculum else tuple(set(SHORT_KINDS) & set(cfg.kinds))
+    kinds = kinds or cfg.kinds
+    picked, task_lists, orders = [], [], []
+    for _ in range(cfg.batch):
+        scene = scenes[rng.randrange(len(scenes))]
+        tasks = draw_tasks(scene.sample, kinds, cfg, rng, counts)
+        order = rng.randrange(2**31) if cfg.shuffle_tokens else None
+        if tasks:
+            picked.append(scene)
+            task_lists.append(tasks)
+            orders.append(order)
+    if cfg.train_vision:
+        picked = with_fresh_features(bundle, picked)
+    embeds, labels = build_batch(bundle, encoder, picked, task_lists, orders)
+    return Batch(picked, task_lists, orders, embeds, labels)
+
+
+def validate(
+    bundle: ModelBundle,
+    cfg: TrainConfig,
+    val_samples: list[SceneSample],
+    val_feats: list[torch.Tensor],
+) -> dict[str, float]:
+    """``val_<kind>`` accuracies (``answer_accuracy``); with ``train_vision`` the held-out
+    scenes' features are recomputed by the tower as it is now."""
+    if cfg.train_vision:
+        val_feats = [scene_features(bundle, s) for s in val_samples]
+    acc = answer_accuracy(bundle, val_feats, val_samples, cfg, cfg.kinds)
+    return {f"val_{k}": v for k, v in acc.items()}
+
+
+class CsvLog:
+    """The log rows, as they come, in ``training/log.csv`` under ``out_dir`` (none without)."""
+
+    def __init__(self, out_dir: Path | None, kinds: tuple[str, ...]) -> None:
+        self.file, self.writer = None, None
+        self.fields = ["step", "time_s", "lr", "loss", "token_acc"]
+        self.fields += ["bind_loss", "query_loss", "read_loss", "token_loss", "readout_loss"]
+        self.fields += ["number_loss"]
+        self.fields += [f"val_{k}" for k in kinds]
+        if out_dir is not None:
+            (out_dir / "training").mkdir(parents=True, exist_ok=True)
+            self.file = (out_dir / "training" / "log.csv").open("w", newline="")
+
+    def write(self, row: dict) -> None:
+        if self.file is None:
+            return
+        if self.writer is None:
+            self.writer = csv.DictWriter(self.file, fieldnames=self.fields, extrasaction="ignore")
+            self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def save_run(
+    bundle: ModelBundle,
+    out_dir: Path,
+    cfg: TrainConfig,
+    data_cfg: DataConfig,
+    init: Path | None,
+    train_samples: list[SceneSample],
+    log: list[dict],
+    start: float,
+    device: str,
+) -> None:
+    """The checkpoint, and ``training/meta.json`` with the run's settings and last log row."""
+    write_checkpoint(bundle, out_dir, random_weights=False)
+    meta = {
+        "train": asdict(cfg),
+        "data": asdict(data_cfg),
+        "init": str(init) if init is not None else None,
+        "train_seeds": [s.seed for s in train_samples],
+        "steps_done": len(log),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "device": device,
+        "final": log[-1] if log else {},
+    }
+    (out_dir / "training" / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
 def train(
     cfg: TrainConfig,
     train_samples: list[SceneSample],
@@ -376,170 +516,57 @@ def train(
 
     ``init``: a checkpoint directory (e.g. the shipped model) to go on training from; its
     architecture and tokenizer are kept, and ``cfg``'s model-size fields are then unused.
+    Each step: a batch, the forward pass, the answer loss plus the weighted extra losses
+    (``extra_losses``: the plug-ins ``cfg`` switches on), a clipped AdamW step, the log row.
     """
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    if init is not None:
-        bundle = load_initial(init, data_cfg, device)
-        tok = bundle.tokenizer
-    else:
-        texts = [t.question for s in train_samples for t in s.tasks]
-        texts += [t.answer for s in train_samples for t in s.tasks]
-        tok = build_tokenizer(texts)
-        bundle = build_model(cfg, tok, data_cfg, device)
-    if (cfg.bind_loss > 0 or cfg.query_loss > 0 or cfg.readout_loss > 0) and len(
-        bundle.lm.model.layers
-    ) < 2:
-        raise ValueError("the binding and readout losses supervise layer 1: needs >= 2 layers")
+    bundle = initial_model(cfg, train_samples, data_cfg, device, init)
+    encoder = TurnEncoder(bundle.tokenizer)
+    extras = extra_losses(cfg, bundle, encoder)
     if set(cfg.focus) - set(cfg.kinds):
         raise ValueError(f"--focus {cfg.focus} names kinds outside --kinds {cfg.kinds}")
-    if (cfg.query_loss > 0 or cfg.read_loss > 0) and bundle.lm.config.num_attention_heads < 2:
-        raise ValueError("the described-object losses supervise head 1: needs >= 2 heads")
     bundle.lm.train()
-    for p in bundle.vision.parameters():
-        p.requires_grad_(cfg.train_vision)
-    feats = [scene_features(bundle, s) for s in train_samples]
-    scenes = [
-        prepare_scene(
-            s, f, voxel_size=cfg.voxel_size, max_tokens=cfg.max_scene_tokens, seed=cfg.seed
-        )
-        for s, f in zip(train_samples, feats, strict=True)
-    ]
-    encoder = TurnEncoder(tok)
-    numbers = number_table(tok, device) if cfg.number_loss > 0 else None
+    bundle.vision.requires_grad_(cfg.train_vision)
+    scenes = prepare_scenes(bundle, cfg, train_samples)
     val_feats = [scene_features(bundle, s) for s in val_samples or []]
-    parts: tuple[torch.nn.Module, ...] = (bundle.lm, bundle.vision)
-    if cfg.token_loss > 0:
-        head = category_head(bundle.lm.config.hidden_size, cfg.seed).to(device)
-        parts += (head,)
-    if cfg.readout_loss > 0:
-        reader = readout_head(bundle.lm.config.hidden_size, cfg.seed).to(device)
-        parts += (reader,)
-    params = [p for m in parts for p in m.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-    )
-    count_draw = count_weights(train_samples, cfg.count_balance) if cfg.count_balance > 0 else None
-    rng = random.Random(cfg.seed)
-    log: list[dict] = []
-    start = time.perf_counter()
-    writer = None
-    if out_dir is not None:
-        (out_dir / "training").mkdir(parents=True, exist_ok=True)
-        log_file = (out_dir / "training" / "log.csv").open("w", newline="")
+    params, opt = optimiser(cfg, bundle, extras)
+    counts = count_weights(train_samples, cfg.count_balance) if cfg.count_balance > 0 else None
+    rng, log, start = random.Random(cfg.seed), [], time.perf_counter()
+    csv_log = CsvLog(out_dir, cfg.kinds)
     bar = tqdm(range(cfg.steps), disable=not progress, desc="train")
     for step in bar:
-        # Linear warmup then cosine decay to 10%. Under a wall-clock budget the schedule follows
-        # whichever runs out first, steps or minutes, so a cut-short run still decays (such a
-        # run is then only as reproducible as its step count, which meta.json records).
-        frac = step / max(cfg.steps - 1, 1)
-        if minutes > 0:
-            frac = min(1.0, max(frac, (time.perf_counter() - start) / (60 * minutes)))
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.55 + 0.45 * math.cos(math.pi * frac))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        kinds = cfg.kinds if frac >= cfg.curriculum else tuple(set(SHORT_KINDS) & set(cfg.kinds))
-        kinds = kinds or cfg.kinds
-        picked, task_lists, orders = [], [], []
-        for _ in range(cfg.batch):
-            i = rng.randrange(len(train_samples))
-            tasks = draw_tasks(train_samples[i], kinds, cfg, rng, count_draw)
-            order = rng.randrange(2**31) if cfg.shuffle_tokens else None
-            if tasks:
-                picked.append(scenes[i])
-                task_lists.append(tasks)
-                orders.append(order)
-        if cfg.train_vision:
-            picked = with_fresh_features(bundle, picked)
-        embeds, labels = build_batch(bundle, encoder, picked, task_lists, orders)
-        targets, rows, words = [], [], []
-        if cfg.bind_loss > 0:
-            targets = binding_targets(encoder, picked, task_lists, orders, cfg.bind_margin)
-        if cfg.query_loss > 0:
-            rows = query_targets(encoder, picked, task_lists, orders, cfg.bind_margin)
-        if cfg.read_loss > 0:
-            words = read_targets(encoder, picked, task_lists)
-        if cfg.token_loss > 0:
-            tokens = token_targets(encoder, picked, task_lists, orders)
-        centres, counts = [], []
-        if cfg.readout_loss > 0:
-            centres, counts = readout_targets(encoder, picked, task_lists)
-        with ExitStack() as hooks:
-            if targets or rows or words or centres or counts:
-                layer1 = bundle.lm.model.layers[1]
-                layer1_input = hooks.enter_context(capture_input(layer1))
-                layer1_output = hooks.enter_context(capture_output(layer1))
-            loss, stats = batch_loss(
-                bundle, embeds, labels, numbers, cfg.number_loss, cfg.number_sigma
-            )
-        if targets:
-            bind = binding_loss(bundle, embeds, layer1_input[0], targets)
-            loss = loss + cfg.bind_loss * bind
-            stats["bind_loss"] = float(bind.detach())
-        if rows:
-            query = query_loss(bundle, layer1_input[0], rows)
-            loss = loss + cfg.query_loss * query
-            stats["query_loss"] = float(query.detach())
-        if words:
-            read = read_loss(bundle, embeds, words)
-            loss = loss + cfg.read_loss * read
-            stats["read_loss"] = float(read.detach())
-        if centres or counts:
-            readout = readout_loss(reader, layer1_output[0], centres, counts)
-            loss = loss + cfg.readout_loss * readout
-            stats["readout_loss"] = float(readout.detach())
-        if cfg.token_loss > 0 and len(tokens[0]):
-            category = token_loss(head, embeds, tokens)
-            loss = loss + cfg.token_loss * category
-            stats["token_loss"] = float(category.detach())
+        frac, lr = schedule(cfg, step, time.perf_counter() - start, minutes)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = sample_batch(bundle, encoder, scenes, cfg, frac, rng, counts)
+        with hooked(extras, bundle.lm):
+            logits = bundle.lm(inputs_embeds=batch.embeds).logits[:, :-1]
+        loss, stats = answer_loss(logits, batch.target)
+        for extra in extras:
+            value = extra.loss(batch, logits)
+            if value is not None:
+                loss = loss + extra.weight * value
+                stats[extra.name] = float(value.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         row = {"step": step, "time_s": round(time.perf_counter() - start, 2), "lr": lr, **stats}
-        last = step == cfg.steps - 1
         out_of_time = minutes > 0 and time.perf_counter() - start > 60 * minutes
-        if val_samples and (step % eval_every == 0 or last or out_of_time):
-            if cfg.train_vision:
-                with torch.no_grad():
-                    val_feats = [scene_features(bundle, s) for s in val_samples]
-            acc = answer_accuracy(bundle, val_feats, val_samples, cfg, cfg.kinds)
-            row.update({f"val_{k}": v for k, v in acc.items()})
+        if val_samples and (step % eval_every == 0 or step == cfg.steps - 1 or out_of_time):
+            row.update(validate(bundle, cfg, val_samples, val_feats))
         log.append(row)
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['token_acc']:.2f}")
-        if out_dir is not None:
-            if writer is None:
-                fields = ["step", "time_s", "lr", "loss", "token_acc"]
-                fields += ["bind_loss", "query_loss", "read_loss", "token_loss", "readout_loss"]
-                fields += ["number_loss"]
-                fields += [f"val_{k}" for k in cfg.kinds]
-                writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
-                writer.writeheader()
-            writer.writerow(row)
-            log_file.flush()
+        csv_log.write(row)
         if out_of_time:
             break
+    csv_log.close()
     bundle.lm.eval()
     bundle.random_weights = False
     if out_dir is not None:
-        log_file.close()
-        write_checkpoint(bundle, out_dir, random_weights=False)
-        meta = {
-            "train": asdict(cfg),
-            "data": asdict(data_cfg),
-            "init": str(init) if init is not None else None,
-            "train_seeds": [s.seed for s in train_samples],
-            "steps_done": len(log),
-            "wall_s": round(time.perf_counter() - start, 1),
-            "device": device,
-            "final": log[-1] if log else {},
-        }
-        (out_dir / "training" / "meta.json").write_text(json.dumps(meta, indent=2))
+        save_run(bundle, out_dir, cfg, data_cfg, init, train_samples, log, start, device)
     return bundle, log
 
 
