@@ -130,7 +130,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds per native thread name (llava3d threads name themselves, ros/threads.py)."""
+    """CPU seconds per native thread name (llava3d threads name themselves, llava3d_ros/threads.py)."""
     out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:

@@ -26,7 +26,7 @@ from llava3d_ros.geometry.cameras import intrinsics_from_camera_info
 from llava3d_ros.geometry.depth import MM_SCALE, decode_depth
 from llava3d_ros.geometry.errors import GeometryError
 from llava3d_ros.msg import Answer, Click, GroundedObject, Prompt
-from llava3d_ros.ros.request import PixelClick, PointClick, QueryRequest
+from llava3d_ros.query.request import PixelClick, PointClick, QueryRequest
 
 if TYPE_CHECKING:  # a duck-typed Image read in place (serialized.py imports this module)
     from llava3d_ros.ros.serialized import ImageView

@@ -175,8 +175,8 @@ def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArra
     else:
         model.level, model.message = DiagnosticStatus.WARN, f"model {h.model_state}"
     outputs = DiagnosticStatus(name=prefix + "outputs", hardware_id=node_name)
-    outputs.values = [_kv(f"failures.{k}", v) for k, v in sorted(h.output_failures.items())]
-    outputs.values += [_kv(f"last_error.{k}", v) for k, v in sorted(h.output_errors.items())]
+    outputs.values = [_kv(f"output_failures.{k}", v) for k, v in sorted(h.output_failures.items())]
+    outputs.values += [_kv(f"output_error.{k}", v) for k, v in sorted(h.output_errors.items())]
     if h.output_failures:
         outputs.level = DiagnosticStatus.WARN
         outputs.message = "failed (replies unaffected): " + "; ".join(

@@ -22,7 +22,7 @@ from rclpy.parameter import Parameter
 from rclpy.waitable import NumberOfEntities
 
 from llava3d_ros.ros.ingest_gate import IngestGate, SequenceGaps
-from llava3d_ros.ros.threads import named_thread
+from llava3d_ros.threads import named_thread
 
 
 def helper_node(owner: Node, suffix: str) -> Node:

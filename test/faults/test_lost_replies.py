@@ -136,5 +136,5 @@ def test_sensor_faults_then_warned_answers_then_eight_callers_lose_nothing(rig, 
     assert rig["node"].alive()
     out = rig["node"].output()
     assert "Traceback" not in out and "Exception in thread" not in out, out[-3000:]
-    assert diag.get("failures.answer log", "0") == "0"
+    assert diag.get("output_failures.answer log", "0") == "0"
     assert not any(k.startswith("stopped.") for k in dict(diag.values))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from llava3d_ros.answer import QueryError, ResultCode
 from llava3d_ros.msg import Click, Prompt
-from llava3d_ros.ros.answering import AnswerDefaults, validate
+from llava3d_ros.query.answering import AnswerDefaults, validate
 from llava3d_ros.ros.convert import ConversionError, prompt_from_msg
 
 from .profile import check_rejection, count, fuzz

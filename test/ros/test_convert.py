@@ -14,9 +14,9 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from llava3d_ros.answer import AnswerResult, Box3D, ResultCode, Timings
 from llava3d_ros.msg import Answer, Click, Prompt
+from llava3d_ros.query.request import PixelClick, PointClick, QueryRequest
 from llava3d_ros.ros import convert
 from llava3d_ros.ros.convert import ConversionError
-from llava3d_ros.ros.request import PixelClick, PointClick, QueryRequest
 
 
 def _image(arr: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False) -> Image:

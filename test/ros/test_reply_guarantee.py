@@ -21,7 +21,7 @@ from rclpy.parameter import Parameter
 
 from llava3d_ros.answer import AnswerResult, Box3D, ResultCode
 from llava3d_ros.msg import Answer
-from llava3d_ros.ros import markers
+from llava3d_ros.ros import markers, visuals
 from llava3d_ros.ros.client import Llava3dClient, make_prompt
 from llava3d_ros.ros.diagnostics import diagnostic_array
 from llava3d_ros.ros.node import Llava3dNode
@@ -136,7 +136,7 @@ def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 def _break_logging(node: Llava3dNode, mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(node, "_log_answer", _raise)
+    mp.setattr(node._server, "_log_answer", _raise)
 
     class FailingLogger:
         def __getattr__(self, level: str) -> Callable[..., None]:
@@ -147,8 +147,12 @@ def _break_logging(node: Llava3dNode, mp: pytest.MonkeyPatch) -> None:
 
 def _break_publisher(name: str) -> Callable[[Llava3dNode, pytest.MonkeyPatch], None]:
     def brk(node: Llava3dNode, mp: pytest.MonkeyPatch) -> None:
-        assert name in node._pubs, f"the node has no {name} publisher"
-        mp.setitem(node._pubs, name, Broken())
+        if name == "answer":
+            mp.setattr(node, "_answer_pub", Broken())
+            return
+        pubs = node._visuals._pubs
+        assert name in pubs, f"the node has no {name} publisher"
+        mp.setitem(pubs, name, Broken())
 
     return brk
 
@@ -159,10 +163,7 @@ CASES: dict[str, tuple[Callable[[Llava3dNode, pytest.MonkeyPatch], None], str]] 
     "~/markers publisher": (_break_publisher("markers"), "markers"),
     "~/debug_image publisher": (_break_publisher("debug_image"), "debug_image"),
     "marker building": (lambda n, mp: mp.setattr(markers, "answer_markers", _raise), "markers"),
-    "debug-image drawing": (
-        lambda n, mp: mp.setattr(n, "_draw_debug_image", _raise),
-        "debug_image",
-    ),
+    "debug-image drawing": (lambda n, mp: mp.setattr(visuals, "draw_boxes", _raise), "debug_image"),
     "diagnostics": (lambda n, mp: mp.setattr(n, "health", _raise), "diagnostics"),
 }
 
@@ -198,11 +199,12 @@ def test_a_stopped_ingest_thread_is_an_error_and_answers_say_the_scene_is_stale(
         def popleft(self) -> object:
             raise RuntimeError("injected: ingest worker broken")
 
-    with node._ingest_cv:
-        node._ingest = Exploding([object()])
-        node._ingest_cv.notify_all()
+    worker = node._ingest
+    with worker._cv:
+        worker._frames = Exploding([object()])
+        worker._cv.notify_all()
     assert _wait(lambda: "ingestion" in node.health().stopped)
-    assert not node._ingest_thread.is_alive()
+    assert not worker.alive
     inputs = diagnostic_array(node.health(), "/llava3d", 0).status[0]
     assert inputs.level == inputs.ERROR
     assert inputs.message.startswith("ingestion stopped: RuntimeError: injected")

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from llava3d_ros.answer import AnswerResult, ResultCode
-from llava3d_ros.ros.queries import Job, QueryQueue
-from llava3d_ros.ros.request import QueryRequest
+from llava3d_ros.query.queue import Job, QueryQueue
+from llava3d_ros.query.request import QueryRequest
 
 
 class Gate:

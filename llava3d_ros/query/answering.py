@@ -17,8 +17,8 @@ from llava3d_ros.answer import AnswerResult, Box3D, QueryError, ResultCode
 from llava3d_ros.geometry.boxes import euler_to_matrix
 from llava3d_ros.geometry.errors import GeometryError, NoValidDepthError
 from llava3d_ros.model.prompts import task_query
-from llava3d_ros.ros.queries import Job
-from llava3d_ros.ros.request import TASKS, PixelClick, PointClick, QueryRequest
+from llava3d_ros.query.queue import Job
+from llava3d_ros.query.request import TASKS, PixelClick, PointClick, QueryRequest
 from llava3d_ros.scene.buffer import FrameBuffer
 
 

@@ -7,17 +7,16 @@ import threading
 import numpy as np
 import pytest
 import torch
+from ros.conftest import plane_frame
 
 from llava3d_ros.answer import QueryError, ResultCode
 from llava3d_ros.model.engine import Engine
 from llava3d_ros.model.tiny import random_bundle
-from llava3d_ros.ros.answering import AnswerDefaults, SceneAnswerer, validate
-from llava3d_ros.ros.queries import Job
-from llava3d_ros.ros.request import PointClick, QueryRequest
+from llava3d_ros.query.answering import AnswerDefaults, SceneAnswerer, validate
+from llava3d_ros.query.queue import Job
+from llava3d_ros.query.request import PointClick, QueryRequest
 from llava3d_ros.scene.buffer import FrameBuffer
 from llava3d_ros.scene.frame import Frame
-
-from .conftest import plane_frame
 
 
 @pytest.fixture(scope="module")

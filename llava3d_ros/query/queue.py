@@ -39,8 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llava3d_ros.answer import AnswerResult, ResultCode
-from llava3d_ros.ros.request import QueryRequest
-from llava3d_ros.ros.threads import named_thread
+from llava3d_ros.query.request import QueryRequest
+from llava3d_ros.threads import named_thread
 
 StageCallback = Callable[[str], None]
 TokenCallback = Callable[[str, int], None]

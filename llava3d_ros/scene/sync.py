@@ -39,7 +39,8 @@ class SyncedFrame:
 class PoseHistory:
     """Stamped camera-to-world poses in stamp order, looked up at an exact time."""
 
-    def __init__(self, capacity: int = 2000, time_jump_ns: int = TIME_JUMP_BACK_NS) -> None:
+    def __init__(self, capacity: int = 2000, time_jump_ns: int | None = TIME_JUMP_BACK_NS) -> None:
+        """``time_jump_ns``: a pose this far behind the newest clears the history (None: never)."""
         if capacity < 2:
             raise ValueError(f"pose history capacity must be >= 2, got {capacity}")
         self.capacity = capacity
@@ -64,7 +65,8 @@ class PoseHistory:
     def add(self, stamp_ns: int, cam_to_world: np.ndarray) -> str:
         """Insert a pose; returns "ok", "out_of_order" (still inserted), "duplicate" or "reset"."""
         status = "ok"
-        if self._stamps and stamp_ns < self._stamps[-1] - self.time_jump_ns:
+        jump = self.time_jump_ns
+        if jump is not None and self._stamps and stamp_ns < self._stamps[-1] - jump:
             self.clear()
             self.resets += 1
             status = "reset"
@@ -135,9 +137,10 @@ class FrameSynchronizer:
     """Matches streams by stamp; ``add_*`` return the frames completed by that message.
 
     Drops are counted by reason in ``drops`` and reported through ``on_drop(reason)``. An image
-    or pose stamped more than ``time_jump_ns`` before the newest one of its own stream starts a
-    new time line (a camera or a pose source never steps back that far; streams are compared
-    each with itself, as they arrive interleaved): everything unmatched is forgotten (calibration kept), ``epoch`` counts up and
+    or pose stamped more than ``time_jump_ns`` before the newest one of its own stream, followed
+    by a second such message moving forward from it, starts a new time line (a camera or a pose
+    source never steps back that far; one stray old message is only a drop; streams are
+    compared each with itself, as they arrive interleaved): everything unmatched is forgotten (calibration kept), ``epoch`` counts up and
     ``on_time_jump(old_ns, new_ns)`` is told, so the owner can reset or re-time its scene.
     """
 
@@ -164,7 +167,7 @@ class FrameSynchronizer:
         self.use_depth_info = use_depth_info
         self.queue_size = queue_size
         self.time_jump_ns = time_jump_ns
-        self.poses = PoseHistory(time_jump_ns=time_jump_ns)
+        self.poses = PoseHistory(time_jump_ns=None)  # time restarts are judged here
         self._streams: dict[str, collections.deque[tuple[int, Any]]] = {
             name: collections.deque(maxlen=queue_size)
             for name in ("color", "depth", "color_info", "depth_info")
@@ -176,6 +179,7 @@ class FrameSynchronizer:
         self._on_drop = on_drop
         self._on_time_jump = on_time_jump
         self._newest_ns: dict[str, int] = {}  # per stream (colour, depth, pose)
+        self._behind_ns: dict[str, int] = {}  # per stream: a stamp far behind, awaiting a second
         self.epoch = 0
         self.emitted = 0
 
@@ -221,12 +225,18 @@ class FrameSynchronizer:
     def _follow_time(self, stream: str, stamp_ns: int) -> None:
         newest = self._newest_ns.get(stream)
         if newest is not None and stamp_ns < newest - self.time_jump_ns:
-            self.reset()
+            first = self._behind_ns.get(stream)
+            if first is None or stamp_ns < first:
+                self._behind_ns[stream] = stamp_ns  # one old message: wait for a second
+                return
+            self.reset()  # a second one, moving on from the first: time restarted
             self.epoch += 1
             self._newest_ns[stream] = stamp_ns
             if self._on_time_jump is not None:
-                self._on_time_jump(newest, stamp_ns)
-        elif newest is None or stamp_ns > newest:
+                self._on_time_jump(newest, first)
+            return
+        self._behind_ns.pop(stream, None)
+        if newest is None or stamp_ns > newest:
             self._newest_ns[stream] = stamp_ns
 
     def reset(self) -> None:
@@ -242,6 +252,7 @@ class FrameSynchronizer:
         self.poses.clear()
         self._last_emitted_ns = -1
         self._newest_ns.clear()
+        self._behind_ns.clear()
 
     def _nearest(self, name: str, stamp_ns: int) -> tuple[int, Any] | None:
         best = None
@@ -313,6 +324,11 @@ class FrameSynchronizer:
             self.emitted += 1
             out.append(frame)
         return out
+
+    @property
+    def last_emitted_ns(self) -> int:
+        """Stamp of the newest frame matched (−1 before the first, and after a time jump)."""
+        return self._last_emitted_ns
 
     def waiting(self) -> dict[str, int]:
         """How many messages each stream holds unmatched (for diagnostics)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llava3d_ros.ros.rate_limit import ClientRateLimiter
+from llava3d_ros.query.rate_limit import ClientRateLimiter
 
 
 class Clock:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llava3d_ros.ros.threads import named_thread
+from llava3d_ros.threads import named_thread
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl thread names are Linux")
