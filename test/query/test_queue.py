@@ -389,6 +389,7 @@ def assert_fair_and_none_lost(out: dict) -> None:
         assert c["submitted"] == c["ok"] + c["busy"]
     assert sum(c["ok"] for c in counts.values()) > 200  # the model did run under the flood
     shares = ok_shares(counts)
+    print("OK shares:", {k or "anonymous": f"{v:.1%}" for k, v in shares.items()}, counts)
     assert all(0.15 <= s <= 0.35 for s in shares.values()), (shares, counts)
 
 
