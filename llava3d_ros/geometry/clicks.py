@@ -31,14 +31,19 @@ def click_to_world(
     median depth. Raises ``NoDepthAtClickError`` when the window holds no valid depth.
     """
     w, h = rgb_size
-    if not (np.isfinite(u) and np.isfinite(v)) or not (-0.5 <= u < w - 0.5 and -0.5 <= v < h - 0.5):
-        raise GeometryError(f"click ({u}, {v}) is outside the {w}x{h} colour image")
+    # the image covers the continuous range [0, w) x [0, h): 639.9 is in a 640-wide image
+    if not (np.isfinite(u) and np.isfinite(v)) or not (0.0 <= u < w and 0.0 <= v < h):
+        raise GeometryError(
+            f"click ({u}, {v}) is outside the {w}x{h} colour image (u in [0, {w}), v in [0, {h}))"
+        )
     if window < 1:
         raise GeometryError(f"window must be >= 1, got {window}")
     kd, kc = as_intrinsics(k_depth), as_intrinsics(k_rgb)
     ud, vd, _ = kd @ np.linalg.solve(kc, [u, v, 1.0])
     dh, dw = depth_m.shape
-    ci, cj = int(round(vd)), int(round(ud))
+    # nearest depth pixel; a click within the image's last half pixel rounds onto the edge
+    ci = min(int(round(vd)), dh - 1) if 0.0 <= vd < dh else int(round(vd))
+    cj = min(int(round(ud)), dw - 1) if 0.0 <= ud < dw else int(round(ud))
     r = window // 2
     patch = depth_m[max(ci - r, 0) : min(ci + r + 1, dh), max(cj - r, 0) : min(cj + r + 1, dw)]
     good = patch[np.isfinite(patch)]

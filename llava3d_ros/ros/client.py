@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import shutil
 import signal
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 import rclpy
 from action_msgs.msg import GoalStatus
@@ -20,6 +22,7 @@ from rclpy.action import ActionClient
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
+from scipy.spatial.transform import Rotation
 from unique_identifier_msgs.msg import UUID
 
 from llava3d_ros.action import Ask
@@ -350,10 +353,74 @@ _STATUS = {
 }
 
 
-def _parse_click(text: str) -> tuple[float, float, int]:
+def _parse_click(text: str | tuple) -> tuple[float, float, int]:
+    """(u, v, stamp_ns) of ``U,V[@STAMP]`` (the command line parses it already: a tuple)."""
+    if isinstance(text, tuple):
+        return text
     uv, _, stamp = text.partition("@")
     u, v = (float(x) for x in uv.split(","))
     return u, v, int(stamp) if stamp else 0
+
+
+def _parse_point(text: str | tuple) -> tuple[float, ...]:
+    if isinstance(text, tuple):
+        return text
+    return tuple(float(x) for x in text.split(","))
+
+
+class Progress:
+    """``--action`` feedback: on a terminal one status line, redrawn in place (``\\r`` and the
+    ANSI clear-line code); otherwise plain appended lines, on a stage change and at most every
+    ``INTERVAL_S`` within a stage, never a ``\\r``. :meth:`end` finishes a status line with a
+    newline (before the answer or a warning). Feedback comes on the client's spinning thread."""
+
+    INTERVAL_S = 1.0
+    CLEAR = "\r\x1b[2K"
+
+    def __init__(self, stream: IO[str], tty: bool | None = None) -> None:
+        self.stream = stream
+        if tty is None:
+            isatty = getattr(stream, "isatty", None)
+            tty = bool(isatty and isatty())
+        self.tty = tty
+        self._open = False  # a status line is on the terminal, not ended
+        self._stage = ""
+        self._printed_at = -math.inf
+        self._closed = False  # after the result: late feedback must not print after the answer
+        self._lock = threading.Lock()
+
+    def show(self, fb: Any) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            head = f"[{fb.stage}] {fb.tokens} tokens"
+            if not self.tty:
+                now = time.monotonic()
+                if fb.stage == self._stage and now - self._printed_at < self.INTERVAL_S:
+                    return
+                self._stage, self._printed_at = fb.stage, now
+                self.stream.write(head + "\n")
+                self.stream.flush()
+                return
+            partial = "".join(c if c.isprintable() else " " for c in fb.partial_text).strip()
+            room = shutil.get_terminal_size((80, 24)).columns - 1 - len(head) - 2
+            line = head + (f": {partial[-room:]}" if partial and room > 0 else "")
+            self.stream.write(self.CLEAR + line)
+            self.stream.flush()
+            self._open = True
+
+    def end(self) -> None:
+        with self._lock:
+            if self._open:
+                self._open = False
+                self.stream.write("\n")
+                self.stream.flush()
+
+    def close(self) -> None:
+        """:meth:`end`, and ignore feedback from now on (some may still come after the result)."""
+        with self._lock:
+            self._closed = True
+        self.end()
 
 
 def _install_signal_handlers(
@@ -373,7 +440,7 @@ def main(args: argparse.Namespace, ros_args: list[str]) -> int:
     """
     try:
         clicks = tuple(_parse_click(c) for c in args.click)
-        points = tuple(tuple(float(x) for x in p.split(",")) for p in args.point)
+        points = tuple(_parse_point(p) for p in args.point)
         if any(len(p) != 3 for p in points):
             raise ValueError("--point needs x,y,z")
     except ValueError as exc:
@@ -399,12 +466,10 @@ def main(args: argparse.Namespace, ros_args: list[str]) -> int:
             client.interrupt(signum)
 
     previous = _install_signal_handlers(on_signal)
-    shown = [False]
+    progress = Progress(sys.stdout)
 
     def warn(message: str) -> None:
-        if shown[0]:  # end the feedback line first
-            print(flush=True)
-            shown[0] = False
+        progress.end()  # end the feedback line first
         print(f"llava3d-ros query: {message}", file=sys.stderr, flush=True)
 
     context = rclpy.Context()
@@ -420,32 +485,23 @@ def main(args: argparse.Namespace, ros_args: list[str]) -> int:
         t0 = time.monotonic()
         try:
             if args.action:
-
-                def show(fb: Any) -> None:
-                    if not args.json:
-                        shown[0] = True
-                        print(
-                            f"\r[{fb.stage}] {fb.tokens} tokens: {fb.partial_text[-60:]}",
-                            end="",
-                            flush=True,
-                        )
-
-                answer, _ = client.ask(prompt, args.timeout, show)
-                if shown[0]:
-                    shown[0] = False
-                    print(flush=True)
+                show = None if args.json else progress.show
+                try:
+                    answer, _ = client.ask(prompt, args.timeout, show)
+                finally:
+                    progress.close()
             else:
                 answer = client.query(prompt, args.timeout)
             _print_answer(answer, time.monotonic() - t0, args.json)
             # a second server of the same name may be discovered only after a fast answer
             client.watch_servers(getattr(args, "server_check_s", 2.0))
         except Interrupted as exc:
-            if shown[0]:
-                print(flush=True)
+            progress.end()
             what = "interrupted" if exc.signum == signal.SIGINT else "terminated"
             print(f"llava3d-ros query: {what}: {exc.outcome}", file=sys.stderr, flush=True)
             return 128 + exc.signum
         except ClientError as exc:
+            progress.end()
             print(f"llava3d-ros query: {exc}", file=sys.stderr)
             return 3
         finally:
@@ -457,18 +513,91 @@ def main(args: argparse.Namespace, ros_args: list[str]) -> int:
     return 0 if answer.success else 1
 
 
-def _print_answer(answer: Answer, round_trip_s: float, as_json: bool) -> None:
+def box_summary(obj: Any) -> dict:
+    """A GroundedObject as plain values: centre, size, orientation (quaternion x, y, z, w and
+    yaw/pitch/roll in degrees, the Z-Y'-X'' angles the node builds it from), label, score."""
+    q = obj.center.orientation
+    quat = [q.x, q.y, q.z, q.w]
+    norm = math.sqrt(sum(c * c for c in quat))
+    if math.isfinite(norm) and norm > 1e-9:
+        ypr = Rotation.from_quat([c / norm for c in quat]).as_euler("ZYX", degrees=True)
+        yaw_pitch_roll = [float(a) for a in ypr]
+    else:  # not a rotation: say so rather than invent one
+        yaw_pitch_roll = None
+    return {
+        "label": obj.label,
+        "score": None if math.isnan(obj.score) else float(obj.score),
+        "center": [obj.center.position.x, obj.center.position.y, obj.center.position.z],
+        "size": [obj.size.x, obj.size.y, obj.size.z],
+        "orientation_xyzw": quat,
+        "yaw_pitch_roll_deg": yaw_pitch_roll,
+    }
+
+
+def answer_dict(answer: Answer, round_trip_s: float) -> dict:
+    """What ``--json`` prints: :func:`answer_summary` plus the code's name, the world frame
+    and each box's orientation."""
     summary = answer_summary(answer)
+    summary["code_name"] = _code_name(answer.code)
+    summary["frame_id"] = answer.header.frame_id
+    summary["objects"] = [box_summary(o) for o in answer.objects]
     summary["round_trip_s"] = round_trip_s
+    return summary
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ResultCode(code).name
+    except ValueError:
+        return f"code {code}"
+
+
+def _xyz(values: Any) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
+
+
+def _print_answer(answer: Answer, round_trip_s: float, as_json: bool) -> None:
+    summary = answer_dict(answer, round_trip_s)
     if as_json:
         print(json.dumps(summary, indent=2), flush=True)
         return
-    print("OK" if answer.success else f"{ResultCode(answer.code).name}: {answer.message}")
+    warnings = [f"warning: {w}" for w in summary["warnings"]]
+    if answer.code != Answer.OK or not answer.success:
+        # a refusal or failure: one line with the code, not an empty answer and zero timings
+        print(f"{summary['code_name']}: {answer.message or '(no message)'}")
+        if answer.text:
+            print(f"partial answer: {answer.text}")
+        for line in warnings:
+            print(line)
+        sys.stdout.flush()
+        return
+    print("OK")
     print(f"answer: {answer.text}")
+    for line in warnings:
+        print(line)
+    frame = summary["frame_id"] or "unnamed"
+    if summary["objects"]:
+        print(
+            f"boxes (world frame, {frame}; numbers inside the answer text are in the model's frame):"
+        )
     for o in summary["objects"]:
-        print(f"  box {o['label']!r}: centre {o['center']} size {o['size']} score {o['score']}")
+        label = f"{o['label']!r}" if o["label"] else "(no label)"
+        score = "" if o["score"] is None else f" score {o['score']:.3f}"
+        ypr = o["yaw_pitch_roll_deg"]
+        angles = (
+            "orientation invalid"
+            if ypr is None
+            else ("yaw {:.1f} pitch {:.1f} roll {:.1f} deg".format(*ypr))
+        )
+        quat = ", ".join(f"{c:.4f}" for c in o["orientation_xyzw"])
+        print(
+            f"  box {label}{score}: centre {_xyz(o['center'])} m, size {_xyz(o['size'])} m, "
+            f"{angles} (quaternion x,y,z,w {quat})"
+        )
+    if summary["click_points"]:
+        print(f"click points (world frame, {frame}):")
     for p in summary["click_points"]:
-        print(f"  click at {p}")
+        print(f"  click at {_xyz(p)}")
     t = summary["timings_s"]
     print(
         f"model: {answer.model}; {answer.scene_tokens} scene tokens; encode {t['encode']:.3f} s, "

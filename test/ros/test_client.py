@@ -232,3 +232,110 @@ def test_two_servers_of_one_name_are_warned(node_factory, ros_context, ros_env, 
     out = h.run_cli(["query", "hello", "--node", TWIN, "--action", *check], ros_env, 120)
     assert out.returncode in (0, 1), out.stderr
     assert f"warning: 2 action servers answer {TWIN}/ask;" in out.stderr, out.stderr
+
+
+# --- what ``llava3d-ros query`` prints, against an in-process stand-in for the node ---
+
+FAKE = "/fake_print_llava3d"
+YAW_DEG = 30.0
+
+
+def _coded_answer(question: str) -> Answer:
+    """What the stand-in answers: a refusal for "busy", else an answer with a yawed box."""
+    import math
+
+    from llava3d_ros.msg import GroundedObject
+
+    if question == "busy":
+        return Answer(code=Answer.BUSY, success=False, message="4 queries are waiting; retry later")
+    a = Answer(code=Answer.OK, success=True, text="a chair [1.0, 2.0, 0.5, 0.4, 0.4, 0.9]")
+    a.header.frame_id = "map"
+    a.model = "fake"
+    a.warnings = ["malformed number '1.2.3' in box 2 (skipped)"]
+    obj = GroundedObject(label="chair", score=0.75)
+    obj.center.position.x, obj.center.position.y, obj.center.position.z = 1.5, -0.25, 0.45
+    half = math.radians(YAW_DEG) / 2
+    obj.center.orientation.z, obj.center.orientation.w = math.sin(half), math.cos(half)
+    obj.size.x, obj.size.y, obj.size.z = 0.4, 0.5, 0.9
+    a.objects.append(obj)
+    return a
+
+
+@pytest.fixture
+def fake_node(ctx):
+    """~/query and ~/ask of FAKE in this process; ~/ask sends feedback with newlines first."""
+    import rclpy
+    from rclpy.action import ActionServer
+    from rclpy.executors import SingleThreadedExecutor
+
+    from llava3d_ros.srv import Query
+
+    def on_query(req, response):
+        response.answer = _coded_answer(req.prompt.question)
+        return response
+
+    def execute(goal_handle):
+        goal_handle.publish_feedback(Ask.Feedback(stage="encoding"))
+        for i in range(1, 6):
+            fb = Ask.Feedback(stage="decoding", tokens=i, partial_text="a chair\n" * i)
+            goal_handle.publish_feedback(fb)
+            time.sleep(0.02)
+        time.sleep(0.3)  # feedback after the result is not shown (it would follow the answer)
+        goal_handle.succeed()
+        return Ask.Result(answer=_coded_answer(goal_handle.request.prompt.question))
+
+    node = rclpy.create_node("fake_print_llava3d", context=ctx)
+    node.create_service(Query, f"{FAKE}/query", on_query)
+    server = ActionServer(node, Ask, f"{FAKE}/ask", execute)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    yield
+    executor.shutdown(timeout_sec=2.0)
+    spinner.join(5)
+    server.destroy()
+    node.destroy_node()
+
+
+def _query(request, ros_env, *args: str):
+    cmd = ["query", *args, "--node", FAKE, "--server-check-s", "0", "--timeout", "60"]
+    return harness(request.config).run_cli(cmd, ros_env, 120)
+
+
+def test_query_prints_warnings_refusals_and_oriented_boxes(fake_node, request, ros_env):
+    import json
+
+    out = _query(request, ros_env, "what is here?")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert "warning: malformed number '1.2.3' in box 2 (skipped)" in lines, out.stdout
+    assert "boxes (world frame, map" in out.stdout
+    box = next(line for line in lines if line.strip().startswith("box 'chair'"))
+    assert "score 0.750" in box and "centre (1.500, -0.250, 0.450) m" in box, box
+    assert "size (0.400, 0.500, 0.900) m" in box and "yaw 30.0 pitch 0.0 roll 0.0 deg" in box, box
+    assert "quaternion x,y,z,w 0.0000, 0.0000, 0.2588, 0.9659" in box, box
+
+    out = _query(request, ros_env, "what is here?", "--json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["frame_id"] == "map" and got["code_name"] == "OK" and got["warnings"]
+    (o,) = got["objects"]
+    assert o["yaw_pitch_roll_deg"] == pytest.approx([YAW_DEG, 0.0, 0.0], abs=1e-4)
+    assert o["orientation_xyzw"] == pytest.approx([0, 0, 0.258819, 0.965926], abs=1e-5)
+    assert o["center"] == pytest.approx([1.5, -0.25, 0.45]) and o["label"] == "chair"
+
+    out = _query(request, ros_env, "busy")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.splitlines() == ["BUSY: 4 queries are waiting; retry later"], out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_action_feedback_without_a_terminal_is_plain_lines(fake_node, request, ros_env):
+    out = _query(request, ros_env, "what is here?", "--action")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "\r" not in out.stdout and "\x1b" not in out.stdout, repr(out.stdout)
+    lines = out.stdout.splitlines()
+    assert "[decoding] 1 tokens" in lines, out.stdout
+    assert lines.index("OK") > lines.index("[decoding] 1 tokens")
+    assert "answer: a chair [1.0, 2.0, 0.5, 0.4, 0.4, 0.9]" in lines
