@@ -16,7 +16,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from llava3d_ros.answer import AnswerResult
-from llava3d_ros.geometry.boxes import BOX_EDGES, box_corners, project_points
+from llava3d_ros.geometry.boxes import BOX_EDGES, box_corners
 from llava3d_ros.guard import Guard
 from llava3d_ros.ros import convert, markers
 from llava3d_ros.scene.buffer import Keyframe
@@ -27,31 +27,131 @@ LATCHED_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
 SCENE_POINTS_PERIOD_S = 1.0  # the cloud only changes with keyframes; RViz needs no more
-BOX_COLOUR, LABEL_COLOUR = (255, 60, 60), (255, 255, 0)
-NEAR_M = 0.05  # a box with a corner nearer the camera than this is not drawn
+CLICK_COLOUR = (255, 0, 255)  # magenta, as the click spheres in RViz
+NEAR_M = 0.05  # box edges are clipped at this depth; a click point nearer is not in view
+
+
+def box_colour(i: int) -> tuple[int, int, int]:
+    """Box ``i``'s RGB colour: the same as its edges and label in RViz."""
+    r, g, b = markers.PALETTE[i % len(markers.PALETTE)]
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def _project(cam: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Pixel (u, v) of a camera-frame point in front of the camera."""
+    p = k @ cam
+    return p[:2] / p[2]
+
+
+def _clip(p: np.ndarray, q: np.ndarray, w: int, h: int) -> tuple | None:
+    """The part of segment p→q (pixels) inside the image, as integer end points (Liang–Barsky)."""
+    d = q - p
+    t0, t1 = 0.0, 1.0
+    for delta, lo, hi, x in ((d[0], 0.0, w - 1.0, p[0]), (d[1], 0.0, h - 1.0, p[1])):
+        for num, den in ((x - lo, -delta), (hi - x, delta)):
+            if den == 0:
+                if num < 0:
+                    return None
+                continue
+            t = num / den
+            if den < 0:
+                t0 = max(t0, t)
+            else:
+                t1 = min(t1, t)
+            if t0 > t1:
+                return None
+    a, b = p + t0 * d, p + t1 * d
+    return tuple(int(round(v)) for v in a), tuple(int(round(v)) for v in b)
+
+
+def _box_segments(cam: np.ndarray, k: np.ndarray, w: int, h: int) -> list[tuple]:
+    """The visible pixel segments of a box's edges (corners in the camera frame, (8, 3))."""
+    out = []
+    for a, b in BOX_EDGES:
+        p, q = cam[a], cam[b]
+        if p[2] < NEAR_M and q[2] < NEAR_M:
+            continue
+        if p[2] < NEAR_M:  # clip at the near plane: the part behind the camera is not drawn
+            p = p + (q - p) * (NEAR_M - p[2]) / (q[2] - p[2])
+        elif q[2] < NEAR_M:
+            q = q + (p - q) * (NEAR_M - q[2]) / (p[2] - q[2])
+        seg = _clip(_project(p, k), _project(q, k), w, h)
+        if seg is not None:
+            out.append(seg)
+    return out
+
+
+def _fit(cv2: Any, text: str, w: int) -> tuple[float, tuple[int, int], int]:
+    """Font scale (smaller on small images, shrunk to fit the width), text size and baseline."""
+    scale = min(0.6, max(0.3, w / 1000))
+    (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    if tw > w - 4:
+        scale = max(0.25, scale * (w - 4) / tw)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    return scale, (tw, th), base
+
+
+def _text(cv2: Any, img: np.ndarray, text: str, x: int, y: int, colour: tuple) -> int:
+    """``text`` with its bottom-left at (x, y) (kept inside), over a darkened band; its height."""
+    h, w = img.shape[:2]
+    scale, (tw, th), base = _fit(cv2, text, w)
+    x = int(min(max(x, 1), max(1, w - tw - 1)))
+    y = int(min(max(y, th + 1), h - base - 1))
+    y0, y1, x0, x1 = max(0, y - th - 1), min(h, y + base + 1), max(0, x - 1), min(w, x + tw + 1)
+    img[y0:y1, x0:x1] = (img[y0:y1, x0:x1] * 0.3).astype(np.uint8)
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+    return th + base + 2
 
 
 def draw_boxes(frame: Frame, result: AnswerResult | None) -> np.ndarray:
-    """The frame's colour image with ``result``'s boxes projected into it (a new array)."""
+    """The frame's colour image (RGB uint8, a new array) with ``result`` drawn into it.
+
+    Each box's edges are projected (clipped at the near plane and the image border) and its
+    name written by it; the answer's click points are marked with a circle and crosshair. A box
+    or click point not in this view (behind the camera or projecting outside the image) is
+    listed in the bottom-left corner instead ("object 1: not in this view").
+    """
     import cv2  # only needed for drawing
 
     img = np.ascontiguousarray(frame.rgb.copy())
     if result is None:
         return img
     h, w = img.shape[:2]
+    k = frame.k_rgb
+    rot, origin = frame.cam_to_world[:3, :3], frame.cam_to_world[:3, 3]
+    thick = max(1, round(w / 320))
+    labels: list[tuple[str, int, int, tuple]] = []
+    missing: list[tuple[str, tuple]] = []
     for i, box in enumerate(result.boxes):
-        corners = box_corners(box.center, box.size, box.euler)
-        uv, inside = project_points(corners, frame.k_rgb, frame.cam_to_world, w, h)
-        cam = (corners - frame.cam_to_world[:3, 3]) @ frame.cam_to_world[:3, :3]
-        if (cam[:, 2] <= NEAR_M).any():
+        name, colour = markers.box_name(i, box), box_colour(i)
+        cam = (box_corners(box.center, box.size, box.euler) - origin) @ rot
+        segs = _box_segments(cam, k, w, h)
+        if not segs:
+            missing.append((f"{name}: not in this view", colour))
             continue
-        pts = np.round(uv).astype(np.int32)
-        for a, b in BOX_EDGES:
-            cv2.line(img, tuple(map(int, pts[a])), tuple(map(int, pts[b])), BOX_COLOUR, 2)
-        if inside.any():
-            anchor = tuple(map(int, pts[inside][0]))
-            label = box.label or f"object {i}"
-            cv2.putText(img, label, anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.6, LABEL_COLOUR, 2)
+        for a, b in segs:
+            cv2.line(img, a, b, colour, thick, cv2.LINE_AA)
+        top = min((pt for seg in segs for pt in seg), key=lambda pt: (pt[1], pt[0]))
+        labels.append((name, top[0], top[1] - 3, colour))
+    r = max(4, w // 40)
+    for j, point in enumerate(result.click_points):
+        cam = (np.asarray(point, dtype=np.float64).reshape(3) - origin) @ rot
+        uv = _project(cam, k) if cam[2] >= NEAR_M else None
+        if uv is None or not (-0.5 <= uv[0] < w - 0.5 and -0.5 <= uv[1] < h - 0.5):
+            missing.append((f"click {j + 1}: not in this view", CLICK_COLOUR))
+            continue
+        u, v = int(round(uv[0])), int(round(uv[1]))
+        for colour, t in (((0, 0, 0), thick + 2), (CLICK_COLOUR, thick)):  # outlined
+            cv2.circle(img, (u, v), r, colour, t, cv2.LINE_AA)
+            cv2.line(img, (u - 2 * r, v), (u + 2 * r, v), colour, t, cv2.LINE_AA)
+            cv2.line(img, (u, v - 2 * r), (u, v + 2 * r), colour, t, cv2.LINE_AA)
+    for name, x, y, colour in labels:  # after all lines: names stay readable
+        _text(cv2, img, name, x, y, colour)
+    y = h - 2
+    for line, colour in reversed(missing):  # bottom-left corner, first entry on top
+        _, (_, th), base = _fit(cv2, line, w)
+        _text(cv2, img, line, 2, y - base, colour)
+        y -= th + base + 3
     return img
 
 
@@ -85,15 +185,25 @@ class Visuals:
         if pub is not None:
             pub.publish(msg)
 
-    def answer(self, result: AnswerResult, stamp_ns: int, newest: Frame | None) -> None:
-        """Markers of an answer (a refusal clears them); a successful one is drawn too."""
+    def answer(
+        self,
+        result: AnswerResult,
+        stamp_ns: int,
+        newest: Frame | None,
+        up: np.ndarray | None = None,
+    ) -> None:
+        """Markers of an answer (a refusal clears them); a successful one is drawn too.
+
+        ``up`` (world frame, default +z) is the direction labels and the answer text are lifted
+        along: the scene's aligned up, ``markers.up_from_alignment(buffer.alignment)``.
+        """
         if result.success:
             self._last_result = result
         camera = newest.cam_to_world[:3, 3] if newest is not None else None
         self._guard.run(
             "markers",
             lambda: self._publish(
-                "markers", markers.answer_markers(result, self.world_frame, stamp_ns, camera)
+                "markers", markers.answer_markers(result, self.world_frame, stamp_ns, camera, up)
             ),
         )
         if result.success and newest is not None:
