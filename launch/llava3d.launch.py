@@ -43,7 +43,11 @@ PARAM_ARGS = {
     "temperature": ("temperature", float, "default sampling temperature"),
     "constrain_boxes": ("constrain_boxes", bool, "decode boxes through the box grammar"),
     "max_pending_queries": ("max_pending_queries", int, "queries waiting before BUSY"),
-    "axis_align": ("axis_align", bool, "estimate a floor-aligned frame"),
+    "axis_align": (
+        "axis_align",
+        str,
+        "floor alignment: auto (when the world looks not z-up), on or off (true/false = on/off)",
+    ),
     "sensor_qos": ("sensor_qos", str, "sensor_data or reliable"),
     "ingest_rate_hz": ("ingest_rate_hz", float, "images taken per second; 0 = every frame"),
 }

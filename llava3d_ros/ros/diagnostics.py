@@ -90,6 +90,9 @@ class Health:
     # optional outputs (log, publishers, markers, debug image, diagnostics) that raised
     output_failures: dict[str, int] = field(default_factory=dict)
     output_errors: dict[str, str] = field(default_factory=dict)  # step → last error
+    alignment: str = "n/a"  # SceneIngest.alignment_state(): identity (why) | given | estimated
+    newest_keyframe_age_s: float | None = None  # wall-clock seconds; None: no keyframe yet
+    ingestion_alive: bool = False  # the ingest worker thread is running
 
 
 def process_memory_mb() -> float:
@@ -126,6 +129,7 @@ def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArra
     inputs.values += [_kv(f"not_taken.{k}", v) for k, v in sorted(h.not_taken.items())]
     inputs.values += [_kv(f"warning.{i}", w) for i, w in enumerate(h.warnings)]
     inputs.values += [_kv("time_jumps", h.time_jumps)]
+    inputs.values += [_kv("ingestion_alive", h.ingestion_alive)]
     inputs.values += [_kv(f"stopped.{k}", v) for k, v in sorted(h.stopped.items())]
     problems = list(h.warnings) + [f"{k}: {v}" for k, v in sorted(h.input_errors.items())]
     if "ingestion" in h.stopped:
@@ -144,6 +148,11 @@ def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArra
         _kv("capacity", h.capacity),
         _kv("fill", h.keyframes / h.capacity if h.capacity else 0.0),
         _kv("buffer_mb", h.buffer_mb),
+        _kv("alignment", h.alignment),
+        _kv(
+            "newest_keyframe_age_s",
+            "n/a" if h.newest_keyframe_age_s is None else h.newest_keyframe_age_s,
+        ),
     ]
     scene.level = DiagnosticStatus.OK if h.keyframes else DiagnosticStatus.WARN
     scene.message = f"{h.keyframes}/{h.capacity} keyframes" if h.keyframes else "no keyframe yet"

@@ -43,7 +43,7 @@ from llava3d_ros.msg import Answer
 from llava3d_ros.query.answering import AnswerDefaults, SceneAnswerer
 from llava3d_ros.query.queue import QueryQueue
 from llava3d_ros.query.rate_limit import ClientRateLimiter
-from llava3d_ros.ros import convert
+from llava3d_ros.ros import convert, markers
 from llava3d_ros.ros.diagnostics import Health, diagnostic_array
 from llava3d_ros.ros.helper_nodes import SensorInputs
 from llava3d_ros.ros.ingest import IngestWorker
@@ -145,7 +145,12 @@ class Llava3dNode(LifecycleNode):
             min_rotation_deg=s.keyframe_min_rotation_deg,
             max_interval_s=s.keyframe_max_interval_s,
         )
-        self._scene = SceneIngest(self.buffer, self._scene_lock, axis_align=s.axis_align)
+        self._scene = SceneIngest(
+            self.buffer,
+            self._scene_lock,
+            axis_align=s.axis_align,
+            log_warning=self.get_logger().warning,
+        )
         self._feed = SensorFeed(s, self._guard, self._on_frames, self._on_time_jump)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS)
         self._diag_timer = self.create_timer(
@@ -455,8 +460,11 @@ class Llava3dNode(LifecycleNode):
         if self._ingest is not None:
             h.ingest_queue = len(self._ingest)
             h.warnings += list(self._ingest.warnings.values())
+            h.ingestion_alive = self._ingest.alive
         if self._scene is not None:
             h.warnings += list(self._scene.warnings.values())
+            h.alignment = self._scene.alignment_state()
+            h.newest_keyframe_age_s = self._scene.newest_keyframe_age_s()
         if self._feed is not None:
             self._feed.report(h)
         if self.buffer is not None:
@@ -489,7 +497,16 @@ class Llava3dNode(LifecycleNode):
         visuals = self._visuals
         if result.code != ResultCode.BUSY and visuals is not None:
             stamp = convert.stamp_to_ns(msg.header.stamp)
-            self._guard.run("markers", lambda: visuals.answer(result, stamp, self._newest_frame()))
+            buf = self.buffer  # labels and text go along the aligned world's up
+            self._guard.run(
+                "markers",
+                lambda: visuals.answer(
+                    result,
+                    stamp,
+                    self._newest_frame(),
+                    up=None if buf is None else markers.up_from_alignment(buf.alignment),
+                ),
+            )
 
 
 def main(argv: Sequence[str] | None = None, engine_factory: EngineFactory | None = None) -> int:

@@ -25,6 +25,9 @@ class Param:
     description: str
     range: tuple[float, float] | None = None
     choices: tuple[str, ...] = ()
+    # old values still accepted (a parameter that changed type): (old value, its new value);
+    # such a parameter is declared with dynamic typing so that ROS lets the old type through
+    legacy: tuple[tuple[Any, str], ...] = ()
 
 
 PARAMS: tuple[Param, ...] = (
@@ -202,8 +205,13 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param(
         "axis_align",
-        False,
-        "estimate a gravity-aligned frame from the floor (else the world frame is z-up)",
+        "auto",
+        "floor alignment to the z-up frame LLaVA-3D expects: auto (estimated from the floor "
+        "when the cameras' mean up is over 20° from world +z, else identity), on (always "
+        "estimated) or off (identity: the world frame is taken as z-up; warns when it looks "
+        "tilted); the old booleans still work: true = on, false = off",
+        choices=("auto", "on", "off"),
+        legacy=((True, "on"), (False, "off"), ("true", "on"), ("false", "off")),
     ),
     Param("publish_scene_points", True, "publish ~/scene_points (patch centres of the keyframes)"),
     Param("publish_debug_image", True, "publish ~/debug_image (newest keyframe with boxes)"),
@@ -214,7 +222,7 @@ PARAMS: tuple[Param, ...] = (
 def descriptor(p: Param) -> ParameterDescriptor:
     """The ROS descriptor of a table entry (description, and range where there is one)."""
     desc = p.description + (f" (one of: {', '.join(p.choices)})" if p.choices else "")
-    d = ParameterDescriptor(name=p.name, description=desc)
+    d = ParameterDescriptor(name=p.name, description=desc, dynamic_typing=bool(p.legacy))
     if p.range is not None:
         lo, hi = p.range
         if isinstance(p.default, bool) or not isinstance(p.default, int | float):
@@ -228,12 +236,29 @@ def descriptor(p: Param) -> ParameterDescriptor:
     return d
 
 
+def _from_legacy(p: Param, value: Any) -> Any:
+    """The new value of an old one of ``p`` (strings compared case-insensitively), else value."""
+    for old, new in p.legacy:
+        if type(value) is not type(old):
+            continue
+        if value == old or (isinstance(value, str) and value.lower() == old):
+            return new
+    return value
+
+
 class _SettingsBase:
     """What ``Settings`` adds to its fields: validated construction from the parameter values."""
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Settings:
-        """Validate choices (ranges are enforced by ROS at set time) and build the settings."""
+        """Validate choices (ranges are enforced by ROS at set time) and build the settings.
+
+        Legacy values are mapped to their new ones first (``axis_align: true`` → ``on``).
+        """
+        values = {**values}
+        for p in PARAMS:
+            if p.legacy and p.name in values:
+                values[p.name] = _from_legacy(p, values[p.name])
         for p in PARAMS:
             if p.choices and values[p.name] not in p.choices:
                 raise ValueError(

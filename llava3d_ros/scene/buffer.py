@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llava3d_ros.geometry.align import estimate_floor_alignment, given_alignment
+from llava3d_ros.geometry.align import (
+    camera_tilt_deg,
+    estimate_floor_alignment,
+    given_alignment,
+    grid_normals,
+)
 from llava3d_ros.geometry.boxes import project_points
 from llava3d_ros.geometry.cameras import plan_resize_crop, resize_crop_intrinsics
 from llava3d_ros.geometry.clicks import click_to_world
@@ -113,6 +118,8 @@ class FrameBuffer:
         self.max_interval_ns = int(max_interval_s * 1e9)
         self.compat_bf16 = compat_bf16
         self.alignment = np.eye(4) if alignment is None else given_alignment(alignment)
+        # where self.alignment came from: "identity", "given" or "estimated"
+        self.alignment_source = "identity" if alignment is None else "given"
         self.on_evict = on_evict
         self._frames: dict[int, Keyframe] = {}
         self._by_stamp: dict[int, int] = {}
@@ -262,17 +269,33 @@ class FrameBuffer:
     def set_alignment(self, matrix: np.ndarray) -> None:
         """Use a given world → aligned 4×4 (identity for z-up REP-103 worlds)."""
         self.alignment = given_alignment(matrix)
+        self.alignment_source = "given"
+
+    def clear_alignment(self) -> None:
+        """Back to the identity (the world frame is taken as z-up as it is)."""
+        self.alignment = np.eye(4)
+        self.alignment_source = "identity"
+
+    def camera_tilt_deg(self) -> float | None:
+        """Angle between the keyframe cameras' mean up and world +z (None: no keyframes)."""
+        if not self._frames:
+            return None
+        return camera_tilt_deg(np.stack([kf.frame.cam_to_world for kf in self._frames.values()]))
 
     def estimate_alignment(self) -> np.ndarray:
         """Estimate and set a floor alignment from all keyframes' patch points (see geometry.align)."""
-        pts, poses = [], []
+        pts, normals, poses = [], [], []
         for kf in self._frames.values():
             world = patches_to_world(kf.points.cam_xyz, kf.frame.cam_to_world)
             pts.append(world[kf.points.valid])
+            normals.append(grid_normals(world, kf.points.valid)[kf.points.valid])
             poses.append(kf.frame.cam_to_world)
         if not pts:
             raise NoValidDepthError("the buffer is empty: nothing to estimate an alignment from")
-        self.alignment = estimate_floor_alignment(np.concatenate(pts), np.stack(poses))
+        self.alignment = estimate_floor_alignment(
+            np.concatenate(pts), np.stack(poses), normals=np.concatenate(normals)
+        )
+        self.alignment_source = "estimated"
         return self.alignment
 
     def select(self, num_views: int, focus_points: np.ndarray | None = None) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llava3d_ros.ros.params import PARAMS, Settings
+from llava3d_ros.ros.params import PARAMS, Settings, descriptor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,3 +175,52 @@ def test_parameter_table():
         "axis_align",
     ]
     assert set(contract) <= {p.name for p in PARAMS}
+
+
+def test_axis_align_is_a_choice_and_the_old_booleans_still_work():
+    p = next(p for p in PARAMS if p.name == "axis_align")
+    assert p.default == "auto" and p.choices == ("auto", "on", "off")
+    assert descriptor(p).dynamic_typing, "YAML/launch booleans must get past ROS's type check"
+    assert not any(descriptor(q).dynamic_typing for q in PARAMS if q is not p)
+    base = {q.name: q.default for q in PARAMS}
+    for old, new in ((True, "on"), (False, "off"), ("true", "on"), ("False", "off"), ("on", "on")):
+        assert Settings.from_values({**base, "axis_align": old}).axis_align == new
+    with pytest.raises(ValueError, match="axis_align"):
+        Settings.from_values({**base, "axis_align": 1})
+
+
+def test_a_legacy_boolean_override_configures_and_diagnostics_show_alignment():
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from llava3d_ros.ros.diagnostics import diagnostic_array
+    from llava3d_ros.ros.node import Llava3dNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = Llava3dNode(
+        engine_factory=_failing_factory,
+        context=ctx,
+        parameter_overrides=[Parameter("axis_align", value=True)],
+    )
+    try:
+        node.trigger_configure()
+        assert node.settings.axis_align == "on"
+        h = node.health()
+        assert h.alignment == "identity (no keyframes yet)"
+        assert h.newest_keyframe_age_s is None and not h.ingestion_alive
+        node.trigger_activate()
+        h = node.health()
+        assert h.ingestion_alive
+        statuses = {s.name.rsplit(": ", 1)[1]: s for s in diagnostic_array(h, "n", 0).status}
+        scene = {kv.key: kv.value for kv in statuses["scene"].values}
+        inputs = {kv.key: kv.value for kv in statuses["inputs"].values}
+        assert scene["alignment"] == "identity (no keyframes yet)"
+        assert scene["newest_keyframe_age_s"] == "n/a"
+        assert inputs["ingestion_alive"] == "True"
+        node.trigger_deactivate()
+        assert not node.health().ingestion_alive
+        node.trigger_cleanup()
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
