@@ -1,7 +1,10 @@
-"""``llava3d-ros replay``: publish a dataset folder or rosbag2 as the node's input topics.
+"""``llava3d-ros replay``: publish a dataset folder, a rosbag2 or a generated room as input topics.
 
 Frames come from the scene core's readers (``scene.readers.open_dataset``), so every layout
 they know replays the same way; stamps keep their recorded spacing, scaled by ``--rate``.
+``--synthetic SEED`` plays the generated room SEED (``synthetic.sequence``: the demo's views of
+the embedded model's own world) the same way, stamped at ``--fps``. Progress goes to stdout as
+plain lines (what is replayed, a line every ~2 s, one per loop, a summary) unless ``--quiet``.
 """
 
 from __future__ import annotations
@@ -29,16 +32,96 @@ def depth_for_wire(depth_m: np.ndarray) -> np.ndarray:
     return mm.astype(np.uint16)
 
 
+PROGRESS_EVERY_S = 2.0
+LOOP_LINE_MIN_S = 1.0  # fast loops (a short sequence at a high --rate) would flood stdout
+
+
+class Progress:
+    """Plain progress lines on stdout, flushed (silent when ``quiet``)."""
+
+    def __init__(self, quiet: bool, every_s: float = PROGRESS_EVERY_S) -> None:
+        self.quiet = quiet
+        self.every_s = every_s
+        self.t0 = self._last_t = time.monotonic()
+        self.sent = self._last_sent = 0
+        self.loop = 1
+        self.t_end: float | None = None
+        self._last_loop_line: float | None = None
+
+    def say(self, line: str) -> None:
+        if not self.quiet:
+            print(line, flush=True)
+
+    def start(self, what: str, frames: int, pace: str) -> None:
+        self.say(f"replaying {what}: {frames} frames, {pace}")
+
+    def begin(self) -> None:
+        """The clock of the rates starts (after the wait for subscribers)."""
+        self.t0 = self._last_t = time.monotonic()
+
+    def frame_sent(self) -> None:
+        self.sent += 1
+        now = time.monotonic()
+        if now - self._last_t >= self.every_s:
+            hz = (self.sent - self._last_sent) / (now - self._last_t)
+            self.say(f"sent {self.sent} frames, loop {self.loop}, {hz:.1f} Hz")
+            self._last_t, self._last_sent = now, self.sent
+
+    def loop_done(self, frames: int) -> None:
+        """One line per loop; loops shorter than ``LOOP_LINE_MIN_S`` are said at most that often."""
+        now = time.monotonic()
+        if self._last_loop_line is None or now - self._last_loop_line >= LOOP_LINE_MIN_S:
+            self.say(f"loop {self.loop} done: {frames} frames")
+            self._last_loop_line = now
+        self.loop += 1
+
+    def stop(self) -> None:
+        """The clock of the summary stops (before the final linger)."""
+        if self.t_end is None:
+            self.t_end = time.monotonic()
+
+    def summary(self) -> str:
+        self.stop()
+        wall = self.t_end - self.t0
+        loops = self.loop - 1
+        mean = self.sent / wall if wall > 0 else 0.0
+        return (
+            f"replayed {self.sent} frames in {wall:.1f} s ({mean:.1f} Hz mean), "
+            f"{loops} loop{'s' if loops != 1 else ''}"
+        )
+
+
+def _open(args: argparse.Namespace):
+    """(reader, what it is, how it is paced) for ``source`` or ``--synthetic``."""
+    synthetic = getattr(args, "synthetic", None)
+    if synthetic is not None:
+        if args.source:
+            raise DatasetError("give either a source or --synthetic SEED, not both")
+        from llava3d_ros.synthetic.sequence import SyntheticSequence
+
+        fps = getattr(args, "fps", 5.0)
+        reader = SyntheticSequence(synthetic, n_views=getattr(args, "views", 8), fps=fps)
+        return reader, reader.describe(), f"{fps:g} fps x{args.rate:g}"
+    if not args.source:
+        raise DatasetError(
+            "nothing to replay: give a dataset folder or rosbag2, or --synthetic SEED"
+        )
+    reader = open_dataset(args.source)
+    what = f"{reader.layout or type(reader).__name__} {args.source}"
+    return reader, what, f"recorded spacing x{args.rate:g}"
+
+
 def main(args: argparse.Namespace, ros_args: list[str]) -> int:
     """Publish the recording; returns 0 when every frame went out."""
     if not args.rate > 0:
         print("llava3d-ros replay: --rate must be > 0", file=sys.stderr)
         return 2
     try:
-        reader = open_dataset(args.source)
-    except (DatasetError, OSError) as exc:
+        reader, what, pace = _open(args)
+    except (DatasetError, OSError, ValueError) as exc:
         print(f"llava3d-ros replay: {exc}", file=sys.stderr)
         return 2
+    progress = Progress(getattr(args, "quiet", False))
     context = rclpy.Context()
     rclpy.init(args=["llava3d-ros", *ros_args], context=context)
     overrides = [Parameter("use_sim_time", Parameter.Type.BOOL, False)]
@@ -47,16 +130,18 @@ def main(args: argparse.Namespace, ros_args: list[str]) -> int:
     depth_info = node.create_publisher(CameraInfo, "depth/camera_info", SENSOR_PUB_QOS)
     clock = node.create_publisher(Clock, "/clock", 10) if args.use_sim_time else None
     log = node.get_logger()
+    progress.start(what, len(reader), pace + (", looping" if args.loop else ""))
     if not pub.wait_for_subscribers(args.wait_subscribers):
         log.warning(
             f"no subscriber on the input topics after {args.wait_subscribers} s; publishing anyway"
         )
     offset = int(args.stamp_offset_s * 1e9)
-    sent = 0
+    progress.begin()
+    t_start = time.monotonic()
     try:
         while True:
+            in_loop = 0
             first = last = None
-            t_start = time.monotonic()
             for frame in reader:
                 first = frame.stamp_ns if first is None else first
                 due = t_start + (frame.stamp_ns - first) / 1e9 / args.rate
@@ -73,18 +158,27 @@ def main(args: argparse.Namespace, ros_args: list[str]) -> int:
                 pub.publish(
                     frame.rgb, depth_for_wire(frame.depth), frame.k_rgb, frame.cam_to_world, stamp
                 )
-                sent += 1
+                progress.frame_sent()
+                in_loop += 1
                 last = frame.stamp_ns
+            progress.loop_done(in_loop)
             if not args.loop or first is None:
                 break
             # keep stamps increasing across loops (the node drops time going backwards)
-            offset += (last - first) + max((last - first) // max(len(reader) - 1, 1), 1)
-        log.info(f"replayed {sent} frames from {reader!r}")
+            step = (last - first) + max((last - first) // max(len(reader) - 1, 1), 1)
+            offset += step
+            t_start += step / 1e9 / args.rate  # one frame period between loops, as stamped
+        progress.stop()
         time.sleep(0.5)  # let the last messages leave before the publishers go
     except KeyboardInterrupt:
         pass
     finally:
+        # "replayed N frames ..." is also what scripts and tests look for
+        if progress.quiet:
+            log.info(f"{progress.summary()} from {reader!r}")
+        else:
+            progress.say(progress.summary())
         node.destroy_node()
         if context.ok():
             rclpy.shutdown(context=context)
-    return 0 if sent else 1
+    return 0 if progress.sent else 1

@@ -224,3 +224,24 @@ def test_tum_pair_intrinsics_file_then_default(tmp_path: Path) -> None:
     reader = open_dataset(dst)
     np.testing.assert_array_equal(reader.intrinsics, [[525, 0, 319.5], [0, 525, 239.5], [0, 0, 1]])
     assert len(list(reader)) == 2
+
+
+def test_folder_of_sequences_is_refused_listing_them(tmp_path: Path) -> None:
+    for name in ("case_10", "case_2", "case_1"):
+        fx.write_seven_scenes(tmp_path / name, [0, 1])
+    (tmp_path / "notes").mkdir()  # not a sequence: left out
+    (tmp_path / "notes" / "a.txt").write_text("hello")
+    broken = tmp_path / "broken"  # matches 7-Scenes but a depth image is missing: left out
+    fx.write_seven_scenes(broken, [0])
+    (broken / "frame-000000.depth.png").unlink()
+    with pytest.raises(UnknownLayoutError) as err:
+        open_dataset(tmp_path)
+    msg = str(err.value)
+    assert "no known layout" in msg
+    assert "it holds sequences: case_1, case_2, case_10 — replay one of them" in msg
+    assert "broken" not in msg and "notes" not in msg
+
+
+def test_real_tum_folder_lists_its_cases() -> None:
+    with pytest.raises(UnknownLayoutError, match="it holds sequences: case_1, case_2 — replay"):
+        open_dataset(need(TUM))

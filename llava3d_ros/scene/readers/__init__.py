@@ -7,6 +7,7 @@ stamp order and exposes ``intrinsics``, ``depth_intrinsics``, ``alignment`` and 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "detect_layout",
     "open_dataset",
     "read_axis_alignment",
+    "sequences_in",
 ]
 
 # checked in this order: a rosbag2 folder or a TUM folder may also hold stray frame files
@@ -57,12 +59,46 @@ def detect_layout(path: Path | str) -> str:
     for name, (matches, _) in LAYOUTS.items():
         if matches(p):
             return name
+    inside = sequences_in(p)
+    if inside:
+        raise UnknownLayoutError(
+            f"{p} matches no known layout; it holds sequences: {', '.join(inside)} — replay "
+            "one of them"
+        )
     raise UnknownLayoutError(
         f"{p} matches no known layout: expected a rosbag2 (metadata.yaml, .mcap, .db3), "
         "TUM RGB-D (rgb.txt + depth.txt + groundtruth.txt), ScanNet-style (color/, depth/, "
         "pose/, intrinsic/), 7-Scenes (frame-XXXXXX.pose.txt ...) or TUM pairs (img_/dep_/"
         "pose_X files)"
     )
+
+
+def _natural_key(name: str) -> list:
+    """Sort key putting ``case_2`` before ``case_10``."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t]
+
+
+def sequences_in(path: Path | str) -> list[str]:
+    """Names of the subfolders of ``path`` that ``open_dataset`` accepts (one level, no recursion).
+
+    For a folder that holds sequences but is not one itself (a TUM download with ``case_1/``,
+    ``case_2/`` …): the refusal lists them. A subfolder whose layout matches but whose files are
+    broken is left out.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return []
+    found = []
+    for sub in sorted((c for c in p.iterdir() if c.is_dir()), key=lambda c: _natural_key(c.name)):
+        name = next((n for n, (matches, _) in LAYOUTS.items() if matches(sub)), None)
+        if name is None:
+            continue
+        try:
+            LAYOUTS[name][1](sub)
+        except (DatasetError, OSError, ValueError):
+            continue
+        found.append(sub.name)
+    return found
 
 
 def open_dataset(path: Path | str, layout: str | None = None, **options: Any) -> DatasetReader:
