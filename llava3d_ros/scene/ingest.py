@@ -18,7 +18,7 @@ from llava3d_ros.geometry.errors import GeometryError
 from llava3d_ros.scene.buffer import FrameBuffer, FrameOrderError
 from llava3d_ros.scene.frame import Frame
 
-ALIGN_AT_KEYFRAMES = (3, 10, 30, 100)
+ALIGN_AT_KEYFRAMES = (1, 2, 3, 5, 10, 30, 100)  # early: a first view often shows the floor
 # axis_align: auto = estimate only when the cameras say the world is not z-up, on = always
 # estimate, off = keep the world frame as it is (warning when it looks tilted)
 AXIS_ALIGN_MODES = ("auto", "on", "off")

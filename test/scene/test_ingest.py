@@ -126,10 +126,10 @@ def test_auto_keeps_identity_for_a_z_up_world():
 
 def test_auto_estimates_the_floor_of_a_tilted_world():
     scene = SceneIngest(FrameBuffer(), threading.Lock(), axis_align="auto")
-    feed(scene, 2, TILT_X_90)
-    assert scene.alignment_state() == "identity (not estimated yet; world looks tilted by 90°)"
+    assert scene.alignment_state() == "identity (no keyframes yet)"
+    feed(scene, 2, TILT_X_90)  # estimated from the first keyframe on, again as views come
     feed_more = room_frame(2, TILT_X_90)
-    assert scene.add(feed_more) is not None  # the 3rd keyframe: estimated now
+    assert scene.add(feed_more) is not None  # the 3rd keyframe: estimated again
     a = scene.buffer.alignment
     assert scene.buffer.alignment_source == "estimated" and scene.warnings == {}
     assert scene.alignment_state() == "estimated (tilt 90°)"

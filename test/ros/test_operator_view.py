@@ -1,0 +1,127 @@
+"""What an operator sees: a grounding answer's boxes lie where the scene's points are.
+
+7-Scenes (a world that is not z-up) replayed into a node with the embedded model and every
+parameter at its default (``axis_align: auto``), a grounding question, then ``~/markers`` and
+``~/scene_points`` as RViz would get them: every box centre must lie at the height of the
+scene's points (along the aligned up) and near them. The test draws both (top and side views) into ``operator_view.png`` (in its tmp
+folder, and in ``$LLAVA3D_PICTURES`` when set).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from llava3d_ros.msg import Answer
+from llava3d_ros.ros.client import Llava3dClient, make_prompt
+from llava3d_ros.ros.convert import cloud_to_points
+
+from .conftest import SEVEN, harness
+from .test_replay_click import LATCHED, Inbox, _diag_values
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+PANEL = 400  # pixels per view
+
+
+def _box_centres(markers: MarkerArray) -> list[np.ndarray]:
+    edges = [m for m in markers.markers if m.ns == "boxes"]
+    return [np.mean([[p.x, p.y, p.z] for p in m.points], axis=0) for m in edges]
+
+
+def _draw(xyz: np.ndarray, rgb: np.ndarray, markers: MarkerArray, path: Path) -> None:
+    """Top (x-y) and side (x-z) views of the cloud with the boxes' edges, side by side."""
+    import cv2
+
+    lo, hi = xyz.min(axis=0) - 0.5, xyz.max(axis=0) + 0.5
+    scale = (PANEL - 20) / float((hi - lo).max())
+    img = np.full((PANEL, 2 * PANEL, 3), 255, np.uint8)
+    boxes = [m for m in markers.markers if m.ns == "boxes"]
+    for panel, (a, b) in enumerate(((0, 1), (0, 2))):
+
+        def px(p: np.ndarray, a: int = a, b: int = b, panel: int = panel) -> tuple[int, int]:
+            u = 10 + (p[a] - lo[a]) * scale + panel * PANEL
+            return int(u), int(PANEL - 10 - (p[b] - lo[b]) * scale)
+
+        for p, c in zip(xyz, rgb, strict=True):
+            cv2.circle(img, px(p), 2, tuple(int(v) for v in c[::-1]), -1)
+        for m in boxes:
+            pts = [np.array([q.x, q.y, q.z]) for q in m.points]
+            for i in range(0, len(pts) - 1, 2):
+                cv2.line(img, px(pts[i]), px(pts[i + 1]), (0, 0, 230), 2)
+        label = "top (x right, y up)" if panel == 0 else "side (x right, z up)"
+        cv2.putText(img, label, (panel * PANEL + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 0, 1)
+    cv2.imwrite(str(path), img)
+
+
+def test_grounded_boxes_sit_on_the_scene_points(
+    node_factory, spawn, ros_context, request, tmp_path
+):
+    if not SEVEN.exists():
+        pytest.skip(f"real RGB-D data not found at {SEVEN}")
+    import rclpy
+
+    h = harness(request.config)
+    node = node_factory("random_weights:=false", "ingest_rate_hz:=0.0", name="operator")
+    client = Llava3dClient("/llava3d", ros_context)
+    sub_node = rclpy.create_node("operator_view_probe", context=ros_context)
+    inbox = {k: Inbox() for k in ("diag", "markers", "points")}
+    sub_node.create_subscription(DiagnosticArray, "/diagnostics", inbox["diag"], 10)
+    sub_node.create_subscription(MarkerArray, "/llava3d/markers", inbox["markers"], LATCHED)
+    sub_node.create_subscription(PointCloud2, "/llava3d/scene_points", inbox["points"], LATCHED)
+    client._executor.add_node(sub_node)
+    try:
+        client.wait_for_node(60)
+        replay = spawn(
+            "-m", "llava3d_ros.cli", "replay", str(SEVEN), "--rate", "0.5", name="replay"
+        )
+        assert replay.popen.wait(90) == 0, replay.output()
+
+        def aligned() -> bool:
+            d = inbox["diag"].last()
+            return d is not None and _diag_values(d).get("alignment", "").startswith("estimated")
+
+        h.wait_for(aligned, 30, "the floor alignment to be estimated (axis_align: auto)")
+        answer = client.query(make_prompt("the kettle", task="ground"), timeout=120)
+        assert answer.code == Answer.OK, answer.message
+        assert "random-weights" not in answer.model
+        assert answer.objects, f"no box in the grounding answer: {answer.text!r}"
+        h.wait_for(lambda: _box_centres(inbox["markers"].last() or MarkerArray()), 10, "boxes")
+        h.wait_for(lambda: inbox["points"].last() is not None, 10, "~/scene_points")
+        markers = inbox["markers"].last()
+        xyz, rgb = cloud_to_points(inbox["points"].last())
+        centres = _box_centres(markers)
+        _draw(xyz, rgb, markers, tmp_path / "operator_view.png")
+        if os.environ.get("LLAVA3D_PICTURES"):
+            out = Path(os.environ["LLAVA3D_PICTURES"])
+            out.mkdir(parents=True, exist_ok=True)
+            _draw(xyz, rgb, markers, out / "operator_view.png")
+        # Where the operator sees the boxes: along the aligned up (the direction the labels
+        # stand off the boxes in) every centre lies within the height range of the scene's
+        # points (the bug: boxes at z 0-1 m under points at 1.4-3.2 m), and it lies by them.
+        # (The stricter "inside the cloud's bounding box" is up to the model: the embedded
+        # one, trained on synthetic rooms, put its kettle 0.5 m past this cloud's x extent.)
+        labels = {m.id: m for m in markers.markers if m.ns == "labels"}
+        edges = [m for m in markers.markers if m.ns == "boxes"]
+        for m, c in zip(edges, centres, strict=True):
+            p = labels[m.id].pose.position
+            up = np.array([p.x, p.y, p.z]) - c
+            up /= np.linalg.norm(up)
+            heights = xyz @ up
+            where = f"box centre {np.round(c, 2)} ({tmp_path / 'operator_view.png'})"
+            assert heights.min() <= c @ up <= heights.max(), f"{where}: not at the points' height"
+            nearest = float(np.linalg.norm(xyz - c, axis=1).min())
+            assert nearest < 1.0, f"{where}: {nearest:.2f} m from the nearest scene point"
+        # the label says the same world-frame numbers
+        labels = [m.text for m in markers.markers if m.ns == "labels"]
+        assert labels and all(" c(" in t and "yaw" in t for t in labels), labels
+        assert node.alive()
+    finally:
+        client._executor.remove_node(sub_node)
+        sub_node.destroy_node()
+        client.close()
