@@ -125,3 +125,47 @@ def test_grounded_boxes_sit_on_the_scene_points(
         client._executor.remove_node(sub_node)
         sub_node.destroy_node()
         client.close()
+
+
+def test_in_the_readme_flow_boxes_lie_inside_the_scene_points(
+    node_factory, spawn, ros_context, request, tmp_path
+):
+    """`replay --synthetic 0` (the README's flow, no download) + a grounding question: every
+    box centre lies inside the scene cloud's bounds (the room the embedded model knows)."""
+    import rclpy
+
+    from llava3d_ros.synthetic.sequence import SyntheticSequence
+
+    h = harness(request.config)
+    name = SyntheticSequence(0, n_views=1).object_names[0]
+    node = node_factory("random_weights:=false", "ingest_rate_hz:=0.0", name="readme")
+    client = Llava3dClient("/llava3d", ros_context)
+    sub_node = rclpy.create_node("readme_view_probe", context=ros_context)
+    inbox = {k: Inbox() for k in ("markers", "points")}
+    sub_node.create_subscription(MarkerArray, "/llava3d/markers", inbox["markers"], LATCHED)
+    sub_node.create_subscription(PointCloud2, "/llava3d/scene_points", inbox["points"], LATCHED)
+    client._executor.add_node(sub_node)
+    try:
+        client.wait_for_node(60)
+        replay = spawn("-m", "llava3d_ros.cli", "replay", "--synthetic", "0", name="replay")
+        assert replay.popen.wait(90) == 0, replay.output()
+        answer = client.query(make_prompt(f"the {name}", task="ground"), timeout=120)
+        assert answer.code == Answer.OK and answer.objects, (answer.message, answer.text)
+        h.wait_for(lambda: _box_centres(inbox["markers"].last() or MarkerArray()), 10, "boxes")
+        h.wait_for(lambda: inbox["points"].last() is not None, 10, "~/scene_points")
+        markers = inbox["markers"].last()
+        xyz, rgb = cloud_to_points(inbox["points"].last())
+        _draw(xyz, rgb, markers, tmp_path / "readme_view.png")
+        if os.environ.get("LLAVA3D_PICTURES"):
+            _draw(xyz, rgb, markers, Path(os.environ["LLAVA3D_PICTURES"]) / "readme_view.png")
+        lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+        for c in _box_centres(markers):
+            assert ((c >= lo) & (c <= hi)).all(), (
+                f"box centre {np.round(c, 2)} outside the scene points {np.round(lo, 2)}.."
+                f"{np.round(hi, 2)} ({tmp_path / 'readme_view.png'})"
+            )
+        assert node.alive()
+    finally:
+        client._executor.remove_node(sub_node)
+        sub_node.destroy_node()
+        client.close()
