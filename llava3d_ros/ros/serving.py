@@ -36,6 +36,9 @@ from llava3d_ros.ros.helper_nodes import QueryInterfaces
 from llava3d_ros.srv import Query
 
 CLICK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+# After the last handler returned: time for rclpy to send its reply and for DDS to deliver it
+# before the interfaces (and, on SIGTERM, the process) go; 0.2 s lost a result on a loaded CI.
+REPLY_SEND_S = 1.0
 # stages and tokens come in bursts; a deep history keeps early feedback from being overwritten
 FEEDBACK_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -208,7 +211,7 @@ class QueryServer:
         if left:
             self._log.warning(f"{left} query handlers still running after {timeout_s} s")
         elif busy:
-            time.sleep(0.2)
+            time.sleep(REPLY_SEND_S)
 
     def _completion(self) -> Future:
         fut = Future(executor=self._interfaces.executor)

@@ -77,16 +77,15 @@ def test_grounded_boxes_sit_on_the_scene_points(
     client._executor.add_node(sub_node)
     try:
         client.wait_for_node(60)
-        replay = spawn(
-            "-m", "llava3d_ros.cli", "replay", str(SEVEN), "--rate", "0.5", name="replay"
-        )
-        assert replay.popen.wait(90) == 0, replay.output()
+        # looped: best-effort frames sent before discovery settles may be lost on a loaded machine
+        args = ("-m", "llava3d_ros.cli", "replay", str(SEVEN), "--rate", "0.5", "--loop")
+        spawn(*args, name="replay")
 
         def aligned() -> bool:
             d = inbox["diag"].last()
             return d is not None and _diag_values(d).get("alignment", "").startswith("estimated")
 
-        h.wait_for(aligned, 30, "the floor alignment to be estimated (axis_align: auto)")
+        h.wait_for(aligned, 60, "the floor alignment to be estimated (axis_align: auto)")
         answer = client.query(make_prompt("the kettle", task="ground"), timeout=120)
         assert answer.code == Answer.OK, answer.message
         assert "random-weights" not in answer.model
@@ -147,9 +146,15 @@ def test_in_the_readme_flow_boxes_lie_inside_the_scene_points(
     client._executor.add_node(sub_node)
     try:
         client.wait_for_node(60)
-        replay = spawn("-m", "llava3d_ros.cli", "replay", "--synthetic", "0", name="replay")
-        assert replay.popen.wait(90) == 0, replay.output()
-        answer = client.query(make_prompt(f"the {name}", task="ground"), timeout=120)
+        spawn("-m", "llava3d_ros.cli", "replay", "--synthetic", "0", "--loop", name="replay")
+        got: list[Answer] = []
+
+        def answered() -> bool:
+            got.append(client.query(make_prompt(f"the {name}", task="ground"), timeout=120))
+            return got[-1].code != Answer.NO_SCENE
+
+        h.wait_for(answered, 60, "a scene from the synthetic replay", interval=0.5)
+        answer = got[-1]
         assert answer.code == Answer.OK and answer.objects, (answer.message, answer.text)
         h.wait_for(lambda: _box_centres(inbox["markers"].last() or MarkerArray()), 10, "boxes")
         h.wait_for(lambda: inbox["points"].last() is not None, 10, "~/scene_points")
