@@ -107,7 +107,6 @@ class Llava3dNode(LifecycleNode):
         # what /diagnostics and answers say beyond the counters of the rooms
         self._warnings: dict[str, str] = {}
         self._stopped: dict[str, str] = {}  # worker → why it stopped (diagnostics ERROR)
-        self._time_jumps = 0
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -386,7 +385,6 @@ class Llava3dNode(LifecycleNode):
         Frames of the old time line still queued for ingest are dropped; frames of the new one
         are queued only after this (see ``SensorFeed._feed``).
         """
-        self._time_jumps += 1
         if self._ingest is not None:
             self._ingest.clear()
         policy = self.settings.time_jump_policy
@@ -454,7 +452,7 @@ class Llava3dNode(LifecycleNode):
             model_id=self.engine.model_id if self.engine is not None else "",
             model_error=self._model_error,
             stopped=dict(self._stopped),
-            time_jumps=self._time_jumps,
+            time_jumps=self._feed.epoch if self._feed is not None else 0,  # one epoch a jump
         )
         h.output_failures, h.output_errors = self._guard.snapshot()
         if self._ingest is not None:

@@ -33,9 +33,9 @@ from llava3d_ros.query.rate_limit import ClientRateLimiter
 from llava3d_ros.query.request import PointClick, QueryRequest
 from llava3d_ros.ros import convert
 from llava3d_ros.ros.helper_nodes import QueryInterfaces
+from llava3d_ros.ros.visuals import RESULT_QOS
 from llava3d_ros.srv import Query
 
-CLICK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 # After the last handler returned: time for rclpy to send its reply and for DDS to deliver it
 # before the interfaces (and, on SIGTERM, the process) go; 0.2 s lost a result on a loaded CI.
 REPLY_SEND_S = 1.0
@@ -72,7 +72,7 @@ class QueryServer:
         group = ReentrantCallbackGroup()
         topic = owner.resolve_topic_name  # the lifecycle node's namespace and remappings
         q.node.create_subscription(
-            PointStamped, topic("clicked_point"), self._on_clicked_point, CLICK_QOS,
+            PointStamped, topic("clicked_point"), self._on_clicked_point, RESULT_QOS,
             callback_group=group,
         )  # fmt: skip
         q.node.create_service(
