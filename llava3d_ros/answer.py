@@ -60,6 +60,7 @@ class AnswerResult:
     boxes: list[Box3D] = field(default_factory=list)
     click_points: list[np.ndarray] = field(default_factory=list)
     view_stamps_ns: list[int] = field(default_factory=list)
+    view_frames: list[str] = field(default_factory=list)  # each view's camera frame
     model: str = ""
     scene_tokens: int = 0
     timings: Timings = field(default_factory=Timings)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command set-up of llava3d_ros in ./.venv: pinned Python dependencies (incl. the ROS 2
 # Kilted PyPI wheels), Debian libraries when possible, the ROS interfaces built with CMake
-# from those wheels, and the package itself (editable). Idempotent: a second run with
+# from those wheels (the project's own, plus tf2_msgs and vision_msgs where the venv lacks
+# them), and the package itself (editable). Idempotent: a second run with
 # unchanged inputs returns in well under a second.
 #   bash tools/setup.sh            set up (or check it is up to date)
 #   bash tools/setup.sh --relock   re-resolve requirements.in and rewrite requirements.lock
@@ -19,6 +20,8 @@ say() { printf '[setup] %s\n' "$*"; }
 # Inputs whose change requires redoing the set-up.
 inputs_hash() {
   cat requirements.lock tools/freeze.py CMakeLists.txt package.xml setup.py tools/setup.sh msg/*.msg srv/*.srv action/*.action \
+      tools/interfaces/wheel_include_fix.cmake tools/interfaces/*/package.xml \
+      tools/interfaces/*/CMakeLists.txt tools/interfaces/*/msg/*.msg \
     | sha256sum | cut -d' ' -f1
 }
 
@@ -74,16 +77,60 @@ say "installing pinned dependencies (requirements.lock)"
 "$VENV/bin/python" -c 'import rclpy, torch, transformers' || die "the Python dependencies did not install (see the pip output above)."
 
 # --- ROS interfaces: rosidl via CMake from the wheels -------------------------------------
+# cmake_stage SRC BUILD STAGE LOG [CMAKE_ARGS...]: configure, build and install an ament_cmake
+# interface package into a fresh staging prefix, against the wheels in the venv.
+cmake_stage() {
+  local src="$1" build="$2" stage="$3" log="$4"; shift 4
+  rm -rf "$stage"; mkdir -p "$(dirname "$log")"
+  (
+    export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
+    "$CMAKE" -S "$src" -B "$build" -DCMAKE_INSTALL_PREFIX="$stage" -DBUILD_TESTING=OFF \
+          -DPython3_EXECUTABLE="$VENV/bin/python" "$@" >"$log" 2>&1 \
+      && "$CMAKE" --build "$build" -j"$(nproc)" >>"$log" 2>&1 \
+      && "$CMAKE" --install "$build" >>"$log" 2>&1
+  ) || { tail -n 30 "$log" >&2; return 1; }
+}
+SITE="$VENV/lib/python3.11/site-packages"
+
+# Message-only packages that have no wheel (tf2_msgs for /tf, vision_msgs for
+# Detection3DArray): generated from tools/interfaces/<pkg> (the public field lists, so the
+# type hashes are the real ones) only where the venv cannot import the package; an
+# environment that has the real one keeps it. A copy generated here carries a marker with
+# the hash of its sources and is rebuilt when they change.
+iface_hash() {
+  cat tools/interfaces/wheel_include_fix.cmake tools/interfaces/"$1"/package.xml \
+      tools/interfaces/"$1"/CMakeLists.txt tools/interfaces/"$1"/msg/*.msg | sha256sum | cut -d' ' -f1
+}
+for pkg in tf2_msgs vision_msgs; do
+  marker="$VENV/share/$pkg/llava3d-generated"
+  if [[ -f "$marker" ]]; then
+    if [[ "$(cat "$marker")" == "$(iface_hash "$pkg")" ]]; then
+      say "$pkg: generated copy is up to date"
+      continue
+    fi
+  elif (cd /tmp && "$VENV/bin/python" -c "import $pkg.msg") >/dev/null 2>&1; then
+    say "$pkg: using the installed package"
+    continue
+  fi
+  say "building $pkg from tools/interfaces/$pkg (the venv has no other $pkg)"
+  pstage="$ROOT/build/$pkg/stage"
+  cmake_stage "$ROOT/tools/interfaces/$pkg" "$ROOT/build/$pkg/cmake" "$pstage" "$ROOT/build/$pkg.log" \
+    || die "building $pkg failed (full log: build/$pkg.log)."
+  rm -rf "$VENV/share/$pkg" "$SITE/$pkg"
+  cp "$pstage"/lib/*.so "$VENV/lib/"
+  cp -r "$pstage/share/$pkg" "$VENV/share/"
+  cp -r "$pstage/share/ament_index/resource_index/." "$VENV/share/ament_index/resource_index/"
+  cp -r "$pstage/lib/python3.11/site-packages/$pkg" "$SITE/"
+  iface_hash "$pkg" > "$marker"
+done
+(cd /tmp && "$VENV/bin/python" -c 'from tf2_msgs.msg import TFMessage; from vision_msgs.msg import Detection3DArray
+for t in (TFMessage, Detection3DArray): type(t).__import_type_support__()') \
+  || die "tf2_msgs / vision_msgs do not import with their type support."
+
 say "building the ROS interfaces (msg/srv/action)"
 BUILD="$ROOT/build/cmake"; STAGE="$ROOT/build/stage"
-rm -rf "$STAGE"; mkdir -p "$ROOT/build"
-(
-  export PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
-  "$CMAKE" -S "$ROOT" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$STAGE" -DLLAVA3D_INSTALL_PYTHON=OFF \
-        -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VENV/bin/python" >"$ROOT/build/cmake.log" 2>&1
-  "$CMAKE" --build "$BUILD" -j"$(nproc)" >>"$ROOT/build/cmake.log" 2>&1
-  "$CMAKE" --install "$BUILD" >>"$ROOT/build/cmake.log" 2>&1
-) || { tail -n 30 "$ROOT/build/cmake.log" >&2; die "building the interfaces failed (full log: build/cmake.log)."; }
+cmake_stage "$ROOT" "$BUILD" "$STAGE" "$ROOT/build/cmake.log" -DLLAVA3D_INSTALL_PYTHON=OFF \
+  || die "building the interfaces failed (full log: build/cmake.log)."
 # Typesupport libraries and the ament index go into the venv prefix (the wheels' bootstrap
 # puts $VENV/lib on LD_LIBRARY_PATH); the generated Python sits next to the hand-written
 # package so that `llava3d_ros.msg` and `llava3d_ros.ros` come from one folder.

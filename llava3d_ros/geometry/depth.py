@@ -18,6 +18,10 @@ def decode_depth(depth: np.ndarray, scale: float = MM_SCALE) -> np.ndarray:
 
     uint16 is divided by ``scale`` (0 and 65535 are invalid); float32/float64 are metres already
     (0, negatives, NaN and ±inf are invalid). The float32 division matches upstream's torch path.
+    Every invalid pixel is NaN, so all masking consumers (robust patches, clicks, alignment) see
+    a hole; a uint16 65535 is a NaN that carries ``scale`` in its payload (see
+    :func:`saturated_nan_bits`), so that ``upstream`` mode can unproject it at 65535 / ``scale``
+    like the released pipeline (:func:`upstream_depth`).
     """
     if not isinstance(depth, np.ndarray):
         raise GeometryError(f"depth must be a numpy array, got {type(depth).__name__}")
@@ -32,6 +36,9 @@ def decode_depth(depth: np.ndarray, scale: float = MM_SCALE) -> np.ndarray:
         np.divide(metres, np.float32(scale), out=metres)  # in place: no second image
         # 0 and 65535 in one comparison: uint16 wraps 0 − 1 to 65535
         np.copyto(metres, np.float32(np.nan), where=(depth - np.uint16(1)) >= np.uint16(65534))
+        bits = saturated_nan_bits(scale)
+        if bits is not None:
+            metres.view(np.uint32)[depth == np.uint16(65535)] = bits
         return metres
     if depth.dtype in (np.float32, np.float64):
         metres = depth.astype(np.float32)
@@ -41,6 +48,46 @@ def decode_depth(depth: np.ndarray, scale: float = MM_SCALE) -> np.ndarray:
     raise GeometryError(
         f"depth must be uint16 (scaled) or float32/float64 metres, got {depth.dtype}"
     )
+
+
+# A decoded uint16 65535 is a positive quiet NaN whose 22-bit payload is the integer depth scale
+# (bits 0x7FC00000 | scale): a hole to everything that masks NaN, and still "65535 at this scale"
+# to upstream_depth. np.float32(np.nan) is 0x7FC00000 (payload 0), NaN from arithmetic has the
+# sign bit set on x86, so neither is ever read as a marker. Non-integer scales (or ≥ 2²²) get a
+# plain NaN: upstream mode then treats their 65535 like 0.
+_QNAN = 0x7FC00000
+_PAYLOAD = 0x003FFFFF
+SATURATED_RAW = 65535
+
+
+def saturated_nan_bits(scale: float) -> int | None:
+    """The float32 bit pattern that marks a raw 65535 at ``scale`` (None: not encodable)."""
+    s = float(scale)
+    if not (s.is_integer() and 1 <= s <= _PAYLOAD):
+        return None
+    return _QNAN | int(s)
+
+
+def upstream_depth(depth_m: np.ndarray) -> np.ndarray:
+    """float32 depth as the released pipeline holds it: nothing masked, nothing NaN.
+
+    Finite values are kept as they are (0 included: it unprojects to the camera centre). A
+    decoded uint16 65535 (the NaN marker of :func:`decode_depth`) becomes 65535 / scale in
+    float32, the value upstream divides out of the PNG (65.535 m at scale 1000). Any other NaN
+    or ±inf — upstream reads uint16 PNGs, where they cannot occur — becomes 0, i.e. what a
+    missing uint16 reading is: the patch sits at the camera centre.
+    """
+    d = np.asarray(depth_m, dtype=np.float32)
+    out = np.array(d, dtype=np.float32, copy=True)
+    bad = ~np.isfinite(out)
+    if not bad.any():
+        return out
+    bits = d.view(np.uint32)  # same item size: a view for any strides
+    payload = bits & np.uint32(_PAYLOAD)
+    marker = bad & ((bits & np.uint32(~_PAYLOAD & 0xFFFFFFFF)) == np.uint32(_QNAN)) & (payload > 0)
+    out[bad] = 0.0
+    out[marker] = np.float32(SATURATED_RAW) / payload[marker].astype(np.float32)
+    return out
 
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llava3d_ros.geometry.cameras import ResizeCrop, as_intrinsics, resize_crop_intrinsics
-from llava3d_ros.geometry.depth import resize_crop_nearest
+from llava3d_ros.geometry.depth import resize_crop_nearest, upstream_depth
 from llava3d_ros.geometry.errors import GeometryError
 
 # Rotation taking ROS body-frame axes (x forward, y left, z up) to the optical frame
@@ -31,6 +31,9 @@ def orthonormalize(r: np.ndarray) -> np.ndarray:
 
 def as_pose(pose: np.ndarray, tol: float = 1e-2, reorthonormalize: bool = True) -> np.ndarray:
     """A validated 4×4 float64 rigid transform; the rotation is re-orthonormalised by SVD.
+
+    With ``reorthonormalize=False`` the matrix comes back exactly as given (float64), only
+    validated: ``upstream`` mode uses poses that way, as the released pipeline does.
 
     Raises ``GeometryError`` for a wrong shape, non-finite entries, a last row other than
     [0, 0, 0, 1], a reflection, or a rotation further than ``tol`` (max |RRᵀ − I|) from
@@ -103,11 +106,18 @@ def unproject_pixels(
 
 @dataclass(frozen=True)
 class PatchPoints:
-    """Camera-frame (optical) position per G×G patch and whether it had usable depth."""
+    """Camera-frame (optical) position per G×G patch, whether it had usable depth, and whether
+    it is pooled into scene tokens.
+
+    ``valid`` is "placed at a measured depth" (point clouds and floor alignment use only these);
+    ``pooled`` is what goes into voxel pooling: ``valid`` in robust mode, every patch in upstream
+    mode (upstream pools depth holes too: 0 at the camera centre, 65535 at 65535 / scale).
+    """
 
     cam_xyz: np.ndarray  # (G, G, 3) float32
     valid: np.ndarray  # (G, G) bool
     intrinsics: np.ndarray  # (3, 3) float64: depth intrinsics at the model's S×S input
+    pooled: np.ndarray  # (G, G) bool
 
 
 def _grid(plan: ResizeCrop, patch: int) -> int:
@@ -126,24 +136,29 @@ def patch_points_upstream(
     """Upstream's per-patch positions: the top-left pixel of each patch of the S×S depth map.
 
     The S×S map comes from Pillow-NEAREST resize + crop; unprojection is fp32 (or bf16 with
-    ``compat_bf16``, as the released script) with pixel index = coordinate. Invalid depth
-    unprojects to the camera centre like upstream but is marked invalid here.
+    ``compat_bf16``, as the released script) with pixel index = coordinate. Nothing is masked,
+    as upstream: every patch is ``pooled``. The sampled depth is taken as upstream holds it
+    (:func:`~llava3d_ros.geometry.depth.upstream_depth`): a raw 0 unprojects to the camera
+    centre, a raw uint16 65535 at 65535 / scale (65.535 m at scale 1000) along its ray, and any
+    other NaN/±inf (which upstream's uint16 input cannot hold) like 0. Such patches are pooled
+    but not ``valid`` (no measured depth).
     """
     import torch
 
     g = _grid(plan, patch)
     k336 = resize_crop_intrinsics(k_depth, plan)
     d = resize_crop_nearest(depth_m, plan)[::patch, ::patch][:g, :g]
-    valid = np.isfinite(d)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(d) & (d > 0)
     dtype = torch.bfloat16 if compat_bf16 else torch.float32
-    z = torch.from_numpy(np.where(valid, d, 0.0).astype(np.float32)).to(dtype)
+    z = torch.from_numpy(upstream_depth(d)).to(dtype)
     kt = torch.from_numpy(k336).to(dtype)
     idx = torch.arange(0, plan.size, patch)
     v, u = torch.meshgrid(idx, idx, indexing="ij")
     x = (u - kt[0, 2]) * z / kt[0, 0]
     y = (v - kt[1, 2]) * z / kt[1, 1]
     cam = torch.stack([x, y, z], dim=-1).float().numpy()
-    return PatchPoints(cam, valid, k336)
+    return PatchPoints(cam, valid, k336, np.ones((g, g), dtype=bool))
 
 
 def patch_points_robust(
@@ -187,7 +202,7 @@ def patch_points_robust(
     x = (centre[None, :] - k336[0, 2]) * med / k336[0, 0]
     y = (centre[:, None] - k336[1, 2]) * med / k336[1, 1]
     cam = np.stack([x, y, med], axis=-1).astype(np.float32)
-    return PatchPoints(cam, valid, k336)
+    return PatchPoints(cam, valid, k336, valid)
 
 
 def lower_medians(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +277,8 @@ def patches_to_world(
 
     ``pose @ [x, y, z, 1]`` then division by the 4th coordinate, in fp32 (bf16 with
     ``compat_bf16``), so ``upstream`` mode stays bit-identical to the reference pipeline; the
-    pose is validated but used as given (callers re-orthonormalise when a frame is ingested).
+    pose is validated but used exactly as given (a robust-mode FrameBuffer re-orthonormalises
+    poses when frames come in; upstream mode never does).
     """
     pose = as_pose(cam_to_world, reorthonormalize=False)
     if not compat_bf16:

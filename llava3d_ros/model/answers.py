@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -18,7 +19,15 @@ def parse_boxes(text: str) -> tuple[list[Box3D], list[str]]:
     Upstream read only the first bracket group; we read all of them, in order. Extents must be
     positive and finite; angles (9-value form) are yaw, pitch, roll in radians.
     """
+    boxes, _, warnings = parse_boxes_with_spans(text)
+    return boxes, warnings
+
+
+def parse_boxes_with_spans(text: str) -> tuple[list[Box3D], list[tuple[int, int]], list[str]]:
+    """:func:`parse_boxes`, plus each box's ``(start, end)`` in ``text``, from its ``[`` to
+    just past its ``]``."""
     boxes: list[Box3D] = []
+    spans: list[tuple[int, int]] = []
     warnings: list[str] = []
     for k, match in enumerate(_BRACKETS.finditer(text)):
         body = match.group(1).strip()
@@ -48,4 +57,41 @@ def parse_boxes(text: str) -> tuple[list[Box3D], list[str]]:
             continue
         euler = np.asarray(values[6:9], dtype=np.float64) if len(values) == 9 else np.zeros(3)
         boxes.append(Box3D(center=np.asarray(values[:3], dtype=np.float64), size=size, euler=euler))
-    return boxes, warnings
+        spans.append(match.span())
+    return boxes, spans, warnings
+
+
+def token_ends(decode: Callable[[list[int]], str], ids: Sequence[int], upto: int) -> list[int]:
+    """``ends[i]`` = length of ``decode(ids[: i + 1])``: token ``i`` wrote characters
+    ``ends[i - 1]:ends[i]`` of ``decode(ids)`` (``ends[-1]`` read as 0). Stops once ``upto``
+    characters are covered; the rest are left out.
+
+    Decoding prefixes, not joining piece texts, keeps the offsets those of the decoded answer
+    (sentencepiece drops the first piece's leading space and merges byte pieces). A prefix
+    that ends inside a UTF-8 character may count one character too many for a token or two;
+    boxes are ASCII, so their own offsets are exact.
+    """
+    ends: list[int] = []
+    for i in range(len(ids)):
+        ends.append(len(decode(list(ids[: i + 1]))))
+        if ends[-1] >= upto:
+            break
+    return ends
+
+
+def span_score(span: tuple[int, int], ends: Sequence[int], probs: Sequence[float]) -> float:
+    """Geometric mean of ``probs`` over the tokens that wrote any character of ``span``
+    (offsets in the decoded text); NaN when no token did."""
+    start, end = span
+    logs: list[float] = []
+    prev = 0
+    for i, e in enumerate(ends):
+        if prev < end and e > start and e > prev:
+            p = probs[i]
+            if p <= 0.0:
+                return 0.0
+            logs.append(math.log(p))
+        prev = max(prev, e)
+    if not logs:
+        return math.nan
+    return math.exp(sum(logs) / len(logs))

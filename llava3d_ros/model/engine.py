@@ -15,10 +15,11 @@ from transformers import DynamicCache
 
 from llava3d_ros.answer import AnswerResult, QueryError, ResultCode, Timings
 from llava3d_ros.geometry.errors import GeometryError
-from llava3d_ros.model.answers import parse_boxes
+from llava3d_ros.model.answers import parse_boxes_with_spans, span_score, token_ends
 from llava3d_ros.model.box_grammar import BoxConstraint, BoxGrammar
 from llava3d_ros.model.features import FeatureCache
 from llava3d_ros.model.generate import SamplingConfig, decode, forward_embeds
+from llava3d_ros.model.labels import box_labels
 from llava3d_ros.model.llava3d import clip_patch_features
 from llava3d_ros.model.loader import ModelBundle
 from llava3d_ros.model.prompts import (
@@ -75,6 +76,7 @@ class Engine:
         self.vision_batch = vision_batch
         self.prefix_hits = 0
         self.last_tokens: list[int] = []  # ids of the last answer, for tests and benchmarks
+        self.last_token_probs: list[float] = []  # the model's probability of each of them
         self._prefix: _Prefix | None = None
         # Fault injection: called with (stage, number of views) as each stage starts; tests
         # raise torch.OutOfMemoryError from it to exercise recovery where memory cannot run out.
@@ -137,6 +139,7 @@ class Engine:
         timings = Timings()
         result = AnswerResult(code=ResultCode.OK, model=self._model_id)
         result.view_stamps_ns = [int(v.stamp_ns) for v in views]
+        result.view_frames = [v.camera_frame for v in views]
         result.click_points = [np.asarray(c, dtype=np.float64) for c in click_points]
         with self._lock:
             try:
@@ -274,16 +277,51 @@ class Engine:
                 on_token(tok.decode(out), len(out))
 
         constraint = BoxConstraint(self.box_grammar) if self.box_grammar else None
+        probs: list[float] = []
         try:
-            tokens = decode(b.lm, cache, logits, sampling, tok.eos_id, _emit, cancel, constraint)
+            tokens = decode(
+                b.lm,
+                cache,
+                logits,
+                sampling,
+                tok.eos_id,
+                _emit,
+                cancel,
+                constraint,
+                token_probs=probs,
+            )
         finally:
             timings.decode_s = time.perf_counter() - t
-        self.last_tokens = tokens
-        result.text = tok.decode(tokens).strip()
-        result.boxes, warnings = parse_boxes(result.text)
+        self.last_tokens, self.last_token_probs = tokens, probs
+        full = tok.decode(tokens)
+        result.text = full.strip()
+        result.boxes, spans, warnings = parse_boxes_with_spans(result.text)
         result.parse_warnings.extend(warnings)
+        self._describe_boxes(result, spans, task, question, tokens, probs, full)
         if constraint is not None:
             self._report_constraint(constraint, len(tokens), result)
+
+    def _describe_boxes(
+        self,
+        result: AnswerResult,
+        spans: list[tuple[int, int]],
+        task: str,
+        question: str,
+        tokens: list[int],
+        probs: list[float],
+        full: str,
+    ) -> None:
+        """Label and score each box (docs/interfaces.md, GroundedObject): the label by the
+        task's rule (model/labels.py), the score = geometric mean of the model's probabilities
+        of the tokens that wrote the box's bracket group."""
+        if not result.boxes:
+            return
+        lead = len(full) - len(full.lstrip())  # result.text is ``full`` stripped
+        ends = token_ends(self.bundle.tokenizer.decode, tokens, lead + spans[-1][1])
+        labels = box_labels(task, question, result.text, spans)
+        for box, (start, end), label in zip(result.boxes, spans, labels, strict=True):
+            box.label = label
+            box.score = span_score((start + lead, end + lead), ends, probs)
 
     @staticmethod
     def _report_constraint(constraint: BoxConstraint, n_tokens: int, result: AnswerResult) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,19 @@ def pick_token(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator |
     return int(torch.multinomial(probs.cpu(), 1, generator=gen))
 
 
+def token_prob(logits: torch.Tensor, token: int) -> float:
+    """The model's own probability of ``token``: softmax of the raw (vocab,) logits at
+    temperature 1, before temperature, top-p and box-grammar masking.
+
+    Unmasked on purpose: greedy decoding has no distribution of its own (temperature 0), and a
+    token the grammar forced in would, renormalised over the few allowed tokens, look far
+    surer than the model was. This way the same text gets the same probabilities whatever the
+    sampling settings, and a box the grammar had to repair scores lower.
+    """
+    x = logits.float()
+    return min(1.0, math.exp(float(x[token] - torch.logsumexp(x, dim=-1))))
+
+
 @torch.inference_mode()
 def forward_embeds(lm: LlamaForCausalLM, embeds: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
     """Append (T, hidden) embeddings to ``cache``; returns the last position's logits (vocab,)."""
@@ -62,12 +76,15 @@ def decode(
     on_token: Callable[[list[int]], None] | None = None,
     cancel: threading.Event | None = None,
     constraint: BoxConstraint | None = None,
+    token_probs: list[float] | None = None,
 ) -> list[int]:
     """Generate from ``logits`` (after the prompt) until EOS or ``max_new_tokens``.
 
     ``on_token`` sees the ids so far after each new token; a set ``cancel`` raises
     ``QueryError(CANCELED)`` before the next forward pass. With ``constraint``, a token its
-    grammar forbids is replaced by the best (or a sampled) allowed one.
+    grammar forbids is replaced by the best (or a sampled) allowed one. ``token_probs``, when
+    given, gets one entry per returned id: :func:`token_prob` of the id under the logits it
+    was chosen from.
     """
     gen = None
     if cfg.temperature > 0:
@@ -91,6 +108,8 @@ def decode(
         if tok == eos_id:
             break
         out.append(tok)
+        if token_probs is not None:
+            token_probs.append(token_prob(logits, tok))
         if on_token is not None:
             on_token(out)
         if len(out) >= cfg.max_new_tokens:

@@ -16,6 +16,8 @@ SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
 TASKS = ("qa", "caption", "ground")
+# what a grounding query adds after the quoted description (model/labels.py strips it again)
+GROUND_ASK = "Which object best matches the given description? Please provide its coordinates."
 _SENTINELS = re.compile(r"(<image>|<boxes>)")
 
 
@@ -45,7 +47,7 @@ def task_query(task: str, question: str, n_clicks: int) -> str:
             raise QueryError(ResultCode.BAD_REQUEST, "grounding needs a description")
         if n_clicks:
             raise QueryError(ResultCode.BAD_REQUEST, "grounding takes no click points")
-        return f'"{question}" Which object best matches the given description? Please provide its coordinates.'
+        return f'"{question}" {GROUND_ASK}'
     if task == "caption":
         if n_clicks < 1:
             raise QueryError(

@@ -15,11 +15,12 @@ from scipy.spatial.transform import Rotation
 
 from llava3d_ros.answer import AnswerResult, Box3D, QueryError, ResultCode
 from llava3d_ros.geometry.boxes import euler_to_matrix
-from llava3d_ros.geometry.errors import GeometryError, NoValidDepthError
 from llava3d_ros.model.prompts import task_query
+from llava3d_ros.query.clicks import ClickResolver, ImageLookup
 from llava3d_ros.query.queue import Job
-from llava3d_ros.query.request import TASKS, PixelClick, PointClick, QueryRequest
+from llava3d_ros.query.request import TASKS, PixelClick, QueryRequest
 from llava3d_ros.scene.buffer import FrameBuffer
+from llava3d_ros.scene.sync import TransformLookup
 
 
 @dataclass
@@ -62,12 +63,6 @@ def validate(req: QueryRequest, d: AnswerDefaults) -> QueryRequest:
         coords = (c.u, c.v) if isinstance(c, PixelClick) else tuple(np.ravel(c.xyz))
         if len(coords) not in (2, 3) or not np.all(np.isfinite(coords)):
             raise QueryError(ResultCode.BAD_REQUEST, f"click {i} holds non-finite coordinates")
-        if isinstance(c, PointClick) and c.frame_id not in ("", d.world_frame):
-            raise QueryError(
-                ResultCode.BAD_REQUEST,
-                f"click {i} is in frame {c.frame_id!r}; give it in the world frame "
-                f"{d.world_frame!r} (no transform source for other frames)",
-            )
     task = req.task or ("caption" if req.clicks and not req.question.strip() else "")
     task_query(
         task, req.question, len(req.clicks)
@@ -87,8 +82,12 @@ class SceneAnswerer:
         why_no_scene: Callable[[], str] = lambda: "",
         not_ready_reason: Callable[[], str] = lambda: "the model is not loaded",
         scene_warnings: Callable[[], list[str]] = list,
+        images: ImageLookup | None = None,
+        transforms: TransformLookup | None = None,
     ) -> None:
+        """``images``/``transforms``: what places clicks beyond keyframes and the world frame."""
         self.buffer = buffer
+        self.clicks = ClickResolver(buffer, defaults.world_frame, images, transforms)
         self.lock = lock
         self.engine_getter = engine_getter
         self.defaults = defaults
@@ -119,7 +118,7 @@ class SceneAnswerer:
                     ResultCode.NO_SCENE,
                     "no keyframe received yet" + (f" ({reason})" if reason else ""),
                 )
-            aligned_clicks = [self._click(i, c) for i, c in enumerate(req.clicks)]
+            aligned_clicks = [self.clicks.resolve(i, c) for i, c in enumerate(req.clicks)]
             focus = np.stack(aligned_clicks) if aligned_clicks else None
             scene = self.buffer.views(req.max_views, focus)
         tried: list[int] = []
@@ -150,33 +149,6 @@ class SceneAnswerer:
             else:
                 result.parse_warnings.insert(0, f"{note}; answered from {len(scene.views)} views")
         return to_world(result, scene.alignment)
-
-    def _click(self, i: int, click: PixelClick | PointClick) -> np.ndarray:
-        """Aligned-world position of a click; QueryError(BAD_REQUEST) when it cannot be placed."""
-        if isinstance(click, PointClick):
-            a = self.buffer.alignment
-            return a[:3, :3] @ np.asarray(click.xyz, dtype=np.float64).reshape(3) + a[:3, 3]
-        ids = self.buffer.frame_ids()
-        if click.stamp_ns == 0:
-            fid = ids[-1]
-        else:
-            by_stamp = {self.buffer.keyframe(f).frame.stamp_ns: f for f in ids}
-            if click.stamp_ns not in by_stamp:
-                near = sorted(by_stamp, key=lambda s: abs(s - click.stamp_ns))[:3]
-                raise QueryError(
-                    ResultCode.BAD_REQUEST,
-                    f"click {i}: no keyframe with stamp {click.stamp_ns} ns "
-                    f"(nearest keyframes: {near}; stamp 0 = newest keyframe)",
-                )
-            fid = by_stamp[click.stamp_ns]
-        try:
-            return self.buffer.click(fid, click.u, click.v)
-        except NoValidDepthError as exc:
-            raise QueryError(
-                ResultCode.BAD_REQUEST, f"click {i} is on a depth hole: {exc}"
-            ) from exc
-        except GeometryError as exc:
-            raise QueryError(ResultCode.BAD_REQUEST, f"click {i}: {exc}") from exc
 
 
 def to_world(result: AnswerResult, alignment: np.ndarray) -> AnswerResult:

@@ -11,19 +11,25 @@ TASKS = ("", "qa", "caption", "ground")
 
 @dataclass(frozen=True)
 class PixelClick:
-    """A pixel (column ``u``, row ``v``, full resolution) in the frame stamped ``stamp_ns`` (0 = newest)."""
+    """A pixel (column ``u``, row ``v``, full resolution) in the image stamped ``stamp_ns``.
+
+    ``stamp_ns`` 0 = the newest keyframe; ``camera_frame`` is the image's optical frame
+    ("" = the only camera, or whichever camera has an image at that stamp).
+    """
 
     u: float
     v: float
     stamp_ns: int = 0
+    camera_frame: str = ""
 
 
 @dataclass(frozen=True)
 class PointClick:
-    """A 3D point in ``frame_id`` (empty = the world frame)."""
+    """A 3D point in ``frame_id`` (empty = the world frame) at ``stamp_ns`` (0 = latest)."""
 
     xyz: np.ndarray
     frame_id: str = ""
+    stamp_ns: int = 0
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from llava3d_ros.answer import AnswerResult
+from llava3d_ros.answer import AnswerResult, Box3D
 from llava3d_ros.geometry.cameras import intrinsics_from_camera_info
 from llava3d_ros.geometry.depth import MM_SCALE, decode_depth
 from llava3d_ros.geometry.errors import GeometryError
@@ -245,13 +245,14 @@ def prompt_from_msg(msg: Prompt) -> QueryRequest:
     clicks: list[PixelClick | PointClick] = []
     for i, c in enumerate(msg.clicks):
         if c.kind == Click.PIXEL:
-            clicks.append(PixelClick(u=float(c.u), v=float(c.v), stamp_ns=stamp_to_ns(c.stamp)))
+            clicks.append(PixelClick(float(c.u), float(c.v), stamp_to_ns(c.stamp), str(c.frame_id)))
         elif c.kind == Click.POINT:
             p = c.point.point
             clicks.append(
                 PointClick(
                     xyz=np.array([p.x, p.y, p.z], dtype=np.float64),
                     frame_id=c.point.header.frame_id,
+                    stamp_ns=stamp_to_ns(c.point.header.stamp),
                 )
             )
         else:
@@ -283,9 +284,11 @@ def prompt_to_msg(req: QueryRequest) -> Prompt:
             click.kind = Click.PIXEL
             click.u, click.v = float(c.u), float(c.v)
             click.stamp = ns_to_stamp(c.stamp_ns)
+            click.frame_id = c.camera_frame
         else:
             click.kind = Click.POINT
             click.point.header.frame_id = c.frame_id
+            click.point.header.stamp = ns_to_stamp(c.stamp_ns)
             click.point.point = _point(c.xyz)
         msg.clicks.append(click)
     return msg
@@ -294,6 +297,18 @@ def prompt_to_msg(req: QueryRequest) -> Prompt:
 def _point(xyz: Sequence[float] | np.ndarray) -> Point:
     x, y, z = (float(v) for v in np.asarray(xyz, dtype=np.float64).reshape(3))
     return Point(x=x, y=y, z=z)
+
+
+def grounded_object(box: Box3D) -> GroundedObject:
+    """The GroundedObject of a world-frame box: label, score, centre pose (yaw/pitch/roll as a
+    quaternion), full extents."""
+    obj = GroundedObject(label=box.label, score=float(box.score))
+    obj.center.position = _point(box.center)
+    x, y, z, w = Rotation.from_euler("ZYX", np.asarray(box.euler, dtype=np.float64)).as_quat()
+    obj.center.orientation = Quaternion(x=float(x), y=float(y), z=float(z), w=float(w))
+    sx, sy, sz = (float(v) for v in np.asarray(box.size, dtype=np.float64).reshape(3))
+    obj.size = Vector3(x=sx, y=sy, z=sz)
+    return obj
 
 
 def answer_to_msg(
@@ -310,16 +325,10 @@ def answer_to_msg(
     msg.message = result.message
     msg.prompt = prompt_to_msg(request)
     msg.text = result.text
-    for box in result.boxes:
-        obj = GroundedObject(label=box.label, score=float(box.score))
-        obj.center.position = _point(box.center)
-        x, y, z, w = Rotation.from_euler("ZYX", np.asarray(box.euler, dtype=np.float64)).as_quat()
-        obj.center.orientation = Quaternion(x=float(x), y=float(y), z=float(z), w=float(w))
-        sx, sy, sz = (float(v) for v in np.asarray(box.size, dtype=np.float64).reshape(3))
-        obj.size = Vector3(x=sx, y=sy, z=sz)
-        msg.objects.append(obj)
+    msg.objects = [grounded_object(box) for box in result.boxes]
     msg.click_points = [_point(p) for p in result.click_points]
     msg.view_stamps = [ns_to_stamp(s) for s in result.view_stamps_ns]
+    msg.view_frames = list(result.view_frames)
     msg.model = result.model
     msg.scene_tokens = int(result.scene_tokens)
     t = result.timings
@@ -347,6 +356,7 @@ def answer_summary(msg: Answer) -> dict:
         ],
         "click_points": [[p.x, p.y, p.z] for p in msg.click_points],
         "view_stamps_ns": [stamp_to_ns(s) for s in msg.view_stamps],
+        "view_frames": list(msg.view_frames),
         "model": msg.model,
         "scene_tokens": int(msg.scene_tokens),
         "timings_s": {

@@ -93,6 +93,9 @@ class Health:
     alignment: str = "n/a"  # SceneIngest.alignment_state(): identity (why) | given | estimated
     newest_keyframe_age_s: float | None = None  # wall-clock seconds; None: no keyframe yet
     ingestion_alive: bool = False  # the ingest worker thread is running
+    tf: dict[str, object] = field(default_factory=dict)  # backend, frames, clears, errors
+    cameras: dict[str, str] = field(default_factory=dict)  # camera name → optical frame seen
+    corrections: dict[str, object] = field(default_factory=dict)  # keyframe_corrections
 
 
 def process_memory_mb() -> float:
@@ -129,6 +132,10 @@ def diagnostic_array(h: Health, node_name: str, stamp_ns: int) -> DiagnosticArra
     inputs.values += [_kv(f"not_taken.{k}", v) for k, v in sorted(h.not_taken.items())]
     inputs.values += [_kv(f"warning.{i}", w) for i, w in enumerate(h.warnings)]
     inputs.values += [_kv("time_jumps", h.time_jumps)]
+    inputs.values += [_kv("cameras", len(h.cameras))]
+    inputs.values += [_kv(f"camera_frame.{k or '.'}", v) for k, v in sorted(h.cameras.items())]
+    inputs.values += [_kv(f"tf.{k}", v) for k, v in sorted(h.tf.items())]
+    inputs.values += [_kv(f"corrections.{k}", v) for k, v in sorted(h.corrections.items())]
     inputs.values += [_kv("ingestion_alive", h.ingestion_alive)]
     inputs.values += [_kv(f"stopped.{k}", v) for k, v in sorted(h.stopped.items())]
     problems = list(h.warnings) + [f"{k}: {v}" for k, v in sorted(h.input_errors.items())]

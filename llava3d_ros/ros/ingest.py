@@ -47,8 +47,8 @@ class IngestWorker:
         self._on_exit = on_exit
         self._cv = threading.Condition()
         self._frames: collections.deque[SyncedFrame] = collections.deque(maxlen=QUEUE_DEPTH)
-        self._color_info = serialized.SerializedCameraInfo()
-        self._depth_info = serialized.SerializedCameraInfo()
+        # per camera: each calibration decoded once
+        self._infos: dict[str, tuple[serialized.SerializedCameraInfo, ...]] = {}
         self._running = False
         self._thread: threading.Thread | None = None
         self.warnings: dict[str, str] = {}  # hold until the input changes (frames, timing, size)
@@ -91,21 +91,27 @@ class IngestWorker:
                 if not self._running:
                     return
                 synced = self._frames.popleft()
+            pre = f"{synced.camera}/" if synced.camera else ""  # inputs named per camera
             try:
                 self._ingest(synced)
             except InputProblem as exc:
-                self._report(exc.source, exc.message)
+                self._report(pre + exc.source, exc.message)
             except Exception as exc:  # a bad frame must never stop ingestion
-                self._report("frame", f"{type(exc).__name__}: {exc}")
+                self._report(pre + "frame", f"{type(exc).__name__}: {exc}")
 
     def _ingest(self, f: SyncedFrame) -> None:
-        if f.epoch != self._epoch() or not self.scene.worth_decoding(f.stamp_ns, f.cam_to_world):
+        if f.epoch != self._epoch() or not self.scene.worth_decoding(
+            f.stamp_ns, f.cam_to_world, f.camera_frame
+        ):
             return
+        color_info, depth_info = self._infos.setdefault(
+            f.camera, (serialized.SerializedCameraInfo(), serialized.SerializedCameraInfo())
+        )
         color = self._decode(f.color, "rgb/image")
         rgb = _converted(convert.color_from_image, color, "rgb/image")
         depth_msg = self._decode(f.depth, "depth/image")
         depth = _converted(convert.depth_from_image, depth_msg, "depth/image")
-        cam = _converted(self._color_info, f.color_info, "rgb/camera_info")
+        cam = _converted(color_info, f.color_info, "rgb/camera_info")
         h, w = rgb.shape[:2]
         if (cam.width, cam.height) != (w, h):
             raise InputProblem(
@@ -114,7 +120,7 @@ class IngestWorker:
             )
         dcam = None
         if f.depth_info is not None:
-            d = _converted(self._depth_info, f.depth_info, "depth/camera_info")
+            d = _converted(depth_info, f.depth_info, "depth/camera_info")
             dcam = (d.k, (d.width, d.height))
         dh, dw = depth.shape
         k_depth, warning = depth_intrinsics(cam.k, (w, h), (dw, dh), dcam)
@@ -132,7 +138,9 @@ class IngestWorker:
                 "interpolated)"
             )
         try:
-            frame = Frame(rgb, depth, cam.k, k_depth, f.cam_to_world, f.stamp_ns)
+            frame = Frame(
+                rgb, depth, cam.k, k_depth, f.cam_to_world, f.stamp_ns, camera_frame=f.camera_frame
+            )
         except GeometryError as exc:
             raise InputProblem("depth/image", str(exc)) from exc
         if self.scene.add(frame, current=lambda: f.epoch == self._epoch()) is not None:

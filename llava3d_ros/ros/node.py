@@ -36,6 +36,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from vision_msgs.msg import Detection3DArray
 
 from llava3d_ros.answer import AnswerResult, ResultCode
 from llava3d_ros.guard import Guard
@@ -44,8 +45,10 @@ from llava3d_ros.query.answering import AnswerDefaults, SceneAnswerer
 from llava3d_ros.query.queue import QueryQueue
 from llava3d_ros.query.rate_limit import ClientRateLimiter
 from llava3d_ros.ros import convert, markers
+from llava3d_ros.ros.corrections import CorrectionsInput
+from llava3d_ros.ros.detections import detections_msg
 from llava3d_ros.ros.diagnostics import Health, diagnostic_array
-from llava3d_ros.ros.helper_nodes import SensorInputs
+from llava3d_ros.ros.helper_nodes import SensorInputs, helper_node
 from llava3d_ros.ros.ingest import IngestWorker
 from llava3d_ros.ros.ingest_gate import IngestGate
 from llava3d_ros.ros.inputs import SensorFeed
@@ -99,8 +102,10 @@ class Llava3dNode(LifecycleNode):
         self._rate_limiter = ClientRateLimiter(0.0, 1)
         self._ingest: IngestWorker | None = None
         self._sensors: SensorInputs | None = None
+        self._corrections: CorrectionsInput | None = None
         self._server: QueryServer | None = None
         self._answer_pub: Any = None
+        self._detections_pub: Any = None
         self._visuals: Visuals | None = None
         self._name_check: Any = None
         self._name_checks_left = 0
@@ -115,12 +120,6 @@ class Llava3dNode(LifecycleNode):
             s = Settings.from_values(values)
         except ValueError as exc:
             self.get_logger().error(f"configure: {exc}")
-            return TransitionCallbackReturn.FAILURE
-        if s.pose_source == "tf":
-            self.get_logger().error(
-                "configure: pose_source 'tf' needs tf2_ros, which this build does not support; "
-                "publish a PoseStamped on 'pose' or an Odometry on 'odom'"
-            )
             return TransitionCallbackReturn.FAILURE
         self.settings = s
         if s.torch_threads > 0:
@@ -165,6 +164,7 @@ class Llava3dNode(LifecycleNode):
         if self.engine is None and self._model_state == "released":
             self._load_model()
         self._answer_pub = self.create_publisher(Answer, "~/answer", RESULT_QOS)
+        self._detections_pub = self.create_publisher(Detection3DArray, "~/detections", RESULT_QOS)
         self._visuals = Visuals(
             self, s.world_frame, self._guard, s.publish_debug_image, s.publish_scene_points
         )
@@ -176,6 +176,8 @@ class Llava3dNode(LifecycleNode):
             why_no_scene=self._feed.why_no_scene,
             not_ready_reason=self._not_ready_reason,
             scene_warnings=self._scene_warnings,
+            images=self._feed,
+            transforms=self._feed.tf,
         )
         self.queue = QueryQueue(
             answerer.run,
@@ -198,7 +200,20 @@ class Llava3dNode(LifecycleNode):
         self._sensors = SensorInputs(
             self, self._feed.on_callback_error, gate, self._feed.on_untaken
         )
-        self._feed.subscribe(self._sensors, self.resolve_topic_name)
+        self._feed.subscribe(
+            self._sensors, self.resolve_topic_name, lambda: helper_node(self, "tf")
+        )
+        self._corrections = CorrectionsInput(
+            s.world_frame,
+            s.corrections_frame,
+            s.corrections_tolerance_s,
+            self._feed.tf,
+            self.buffer,
+            self._scene_lock,
+            self._guard,
+            on_moved=self._on_keyframe,
+        )
+        self._corrections.subscribe(self._sensors, self.resolve_topic_name)
         self._server = QueryServer(
             self,
             self.queue,
@@ -208,6 +223,7 @@ class Llava3dNode(LifecycleNode):
             refusal=self._refusal,
             model_id=lambda: self.engine.model_id if self.engine is not None else "",
             after_reply=self._after_reply,
+            global_clicks=s.clicked_point_global,
         )
         self._active = True
         self._stopped.clear()
@@ -276,6 +292,8 @@ class Llava3dNode(LifecycleNode):
         self._active = False
         self._sensors.close()
         self._sensors = None
+        self._corrections = None
+        self._feed.tf.close()
         self._ingest.stop()
         # answer every accepted query (waiting: NOT_READY, running: CANCELED) and let their
         # handlers send the replies before the services and the action they came on go away
@@ -285,9 +303,10 @@ class Llava3dNode(LifecycleNode):
         if self._visuals is not None:
             self._visuals.destroy()
             self._visuals = None
-        if self._answer_pub is not None:
-            self.destroy_publisher(self._answer_pub)
-            self._answer_pub = None
+        for pub in (self._answer_pub, self._detections_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._answer_pub = self._detections_pub = None
 
     def _close_interfaces(self) -> None:
         """Destroy the helper nodes (with what they hold), once the replies in flight are sent."""
@@ -465,6 +484,8 @@ class Llava3dNode(LifecycleNode):
             h.newest_keyframe_age_s = self._scene.newest_keyframe_age_s()
         if self._feed is not None:
             self._feed.report(h)
+        if self._corrections is not None:
+            self._corrections.report(h)
         if self.buffer is not None:
             h.keyframes, h.capacity, h.buffer_mb = (
                 len(self.buffer),
@@ -489,9 +510,14 @@ class Llava3dNode(LifecycleNode):
 
     def _after_reply(self, result: AnswerResult, msg: Answer) -> None:
         """What follows a reply: ``~/answer``, then markers and the debug image (each guarded)."""
-        pub = self._answer_pub
+        pub, detections = self._answer_pub, self._detections_pub
         if pub is not None:
             self._guard.run("~/answer", lambda: pub.publish(msg))
+        if detections is not None and result.success:
+            self._guard.run(
+                "~/detections",
+                lambda: detections.publish(detections_msg(msg.header, msg.objects)),
+            )
         visuals = self._visuals
         if result.code != ResultCode.BUSY and visuals is not None:
             stamp = convert.stamp_to_ns(msg.header.stamp)

@@ -62,9 +62,58 @@ PARAMS: tuple[Param, ...] = (
     Param("world_frame", "map", "fixed frame of poses, answers, boxes and markers"),
     Param(
         "pose_source",
-        "pose",
-        "camera pose input: pose (PoseStamped), odom (Odometry) or tf (needs tf2_ros)",
-        choices=("pose", "odom", "tf"),
+        "auto",
+        "camera pose input: auto (the pose topic once it publishes, TF until then), pose "
+        "(PoseStamped of the camera), odom (Odometry × camera_in_base) or tf (world_frame ← "
+        "the image's frame_id); pose and odom may be in any frame TF connects to world_frame",
+        choices=("auto", "pose", "odom", "tf"),
+    ),
+    Param(
+        "cameras",
+        [""],
+        "camera namespaces, each with rgb/image, rgb/camera_info, depth/image, "
+        "depth/camera_info (and pose/odom) under it; [''] = one camera on the node's own topics",
+    ),
+    Param(
+        "tf_cache_s", 10.0, "history kept per TF edge (and so how old a click may be)", (0.5, 600.0)
+    ),
+    Param(
+        "tf_timeout_s",
+        0.5,
+        "how long (in message time) an image waits for transforms still in flight",
+        (0.0, 10.0),
+    ),
+    Param(
+        "tf_backend",
+        "auto",
+        "auto (tf2_ros where installed, else the node's own buffer fed by /tf and /tf_static), "
+        "tf2_ros or own",
+        choices=("auto", "tf2_ros", "own"),
+    ),
+    Param(
+        "recent_frames_held",
+        30,
+        "matched frames per camera whose depth is held for PIXEL clicks on non-keyframes "
+        "(others are placed by rendering keyframes into the camera)",
+        (0, 1000),
+    ),
+    Param(
+        "clicked_point_global",
+        True,
+        "also take clicks from the absolute /clicked_point (RViz's Publish Point tool) when the "
+        "node is namespaced; off for several robots sharing one RViz",
+    ),
+    Param(
+        "corrections_frame",
+        "",
+        "keyframe_corrections: the frame whose poses the Path gives (a TF-known fixed offset "
+        "from each camera); empty = the poses are the camera's own",
+    ),
+    Param(
+        "corrections_tolerance_s",
+        0.05,
+        "keyframe_corrections: a keyframe is re-posed from Path poses within this time",
+        (0.0, 5.0),
     ),
     Param(
         "camera_in_base",
@@ -266,6 +315,8 @@ class _SettingsBase:
                 )
         if len(values["camera_in_base"]) != 7:
             raise ValueError("parameter camera_in_base needs 7 numbers: x y z qx qy qz qw")
+        if not values["cameras"] or len(set(values["cameras"])) != len(values["cameras"]):
+            raise ValueError("parameter cameras needs at least one name, each once ('' = default)")
         if not values["world_frame"]:
             raise ValueError("parameter world_frame must not be empty")
         for default, limit in (

@@ -5,15 +5,20 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from llava3d_ros.ros.convert import array_to_image, matrix_to_pose, ns_to_stamp
 
 SENSOR_PUB_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# tf2_ros's broadcaster profiles: /tf reliable depth 100, /tf_static latched
+TF_PUB_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+TF_STATIC_PUB_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
 
 
 def camera_info(k: np.ndarray, width: int, height: int, stamp_ns: int, frame_id: str) -> CameraInfo:
@@ -85,3 +90,38 @@ class FramePublisher:
         enc = "16UC1" if depth.dtype == np.uint16 else "32FC1"
         self.depth.publish(array_to_image(depth, enc, stamp_ns, self.camera_frame))
         self.rgb.publish(array_to_image(rgb, rgb_encoding, stamp_ns, self.camera_frame))
+
+
+def transform_stamped(
+    parent: str, child: str, parent_t_child: np.ndarray, stamp_ns: int
+) -> TransformStamped:
+    """``parent_T_child`` (4×4) as a TransformStamped."""
+    pose = matrix_to_pose(parent_t_child)
+    t = TransformStamped(header=Header(stamp=ns_to_stamp(stamp_ns), frame_id=parent))
+    t.child_frame_id = child
+    t.transform.translation.x = pose.position.x
+    t.transform.translation.y = pose.position.y
+    t.transform.translation.z = pose.position.z
+    t.transform.rotation = pose.orientation
+    return t
+
+
+class TfPublisher:
+    """``/tf`` and ``/tf_static`` as a robot's TF broadcasters send them (replay, demo, tests)."""
+
+    def __init__(self, node: Node) -> None:
+        from tf2_msgs.msg import TFMessage
+
+        self._msg = TFMessage
+        self.tf = node.create_publisher(TFMessage, "/tf", TF_PUB_QOS)
+        self.tf_static = node.create_publisher(TFMessage, "/tf_static", TF_STATIC_PUB_QOS)
+        self._static: dict[str, TransformStamped] = {}
+
+    def static(self, parent: str, child: str, parent_t_child: np.ndarray) -> None:
+        """Add a static transform; all of them go out in one latched message (as tf2_ros does)."""
+        self._static[child] = transform_stamped(parent, child, parent_t_child, 0)
+        self.tf_static.publish(self._msg(transforms=list(self._static.values())))
+
+    def send(self, transforms: list[tuple[str, str, np.ndarray, int]]) -> None:
+        """Dynamic transforms ``(parent, child, parent_T_child, stamp_ns)`` in one message."""
+        self.tf.publish(self._msg(transforms=[transform_stamped(*t) for t in transforms]))

@@ -76,6 +76,13 @@ def serialized_stamp_ns(data: bytes, msg_type: type = Image) -> int:
     return stamp_to_ns(deserialize(data, msg_type, msg_type.__name__).header.stamp)
 
 
+def serialized_frame_id(data: bytes, msg_type: type = Image) -> str:
+    """Header frame_id of a raw message that starts with a Header: read in place, else decoded."""
+    if _plain_cdr(data):
+        return _CdrReader(data, msg_type.__name__).string()
+    return deserialize(data, msg_type, msg_type.__name__).header.frame_id
+
+
 def check_serialized_size(data: bytes, max_pixels: int) -> None:
     """Refuse a raw Image too big to hold ``max_pixels`` of any supported encoding (cheap, early)."""
     limit = max_pixels * _MAX_PIXEL_BYTES + 4096  # + header, encoding string, CDR padding

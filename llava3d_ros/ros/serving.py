@@ -61,6 +61,7 @@ class QueryServer:
         refusal: Callable[[], str | None],
         model_id: Callable[[], str],
         after_reply: Callable[[AnswerResult, Answer], None],
+        global_clicks: bool = True,
     ) -> None:
         self.queue, self._limiter, self.defaults = queue, limiter, defaults
         self._guard, self._log = guard, owner.get_logger()
@@ -71,10 +72,13 @@ class QueryServer:
         self._interfaces = q = QueryInterfaces(owner)
         group = ReentrantCallbackGroup()
         topic = owner.resolve_topic_name  # the lifecycle node's namespace and remappings
-        q.node.create_subscription(
-            PointStamped, topic("clicked_point"), self._on_clicked_point, RESULT_QOS,
-            callback_group=group,
-        )  # fmt: skip
+        # RViz's Publish Point tool publishes the absolute /clicked_point: a namespaced node
+        # listens there too (unless clicked_point_global is off), and on its own clicked_point
+        click_topics = {topic("clicked_point")} | ({"/clicked_point"} if global_clicks else set())
+        for name in sorted(click_topics):
+            q.node.create_subscription(
+                PointStamped, name, self._on_clicked_point, RESULT_QOS, callback_group=group
+            )
         q.node.create_service(
             Query, owner.resolve_service_name("~/query"), self._on_query, callback_group=group
         )
@@ -265,5 +269,6 @@ class QueryServer:
 
     def _on_clicked_point(self, msg: PointStamped) -> None:
         p = msg.point
-        click = PointClick(np.array([p.x, p.y, p.z]), msg.header.frame_id)
+        # at the latest transform: RViz stamps a click with the wall time it was made
+        click = PointClick(np.array([p.x, p.y, p.z]), msg.header.frame_id, 0)
         self.submit(QueryRequest(task="caption", clicks=(click,)), lambda answer: None)

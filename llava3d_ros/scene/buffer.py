@@ -19,6 +19,7 @@ from llava3d_ros.geometry.cameras import plan_resize_crop, resize_crop_intrinsic
 from llava3d_ros.geometry.clicks import click_to_world
 from llava3d_ros.geometry.depth import RESAMPLE_MODES, resize_crop_rgb
 from llava3d_ros.geometry.errors import NoValidDepthError
+from llava3d_ros.geometry.render import depth_points, render_depth
 from llava3d_ros.geometry.unproject import (
     PatchPoints,
     as_pose,
@@ -114,6 +115,7 @@ class FrameBuffer:
         self.resample = resample
         self.capacity, self.max_bytes = capacity, max_bytes
         self.image_size, self.patch, self.mode = image_size, patch, mode
+        self._reorth = mode == "robust"  # upstream mode uses every pose exactly as given
         self.min_translation, self.min_rotation = min_translation, np.deg2rad(min_rotation_deg)
         self.max_interval_ns = int(max_interval_s * 1e9)
         self.compat_bf16 = compat_bf16
@@ -122,9 +124,9 @@ class FrameBuffer:
         self.alignment_source = "identity" if alignment is None else "given"
         self.on_evict = on_evict
         self._frames: dict[int, Keyframe] = {}
-        self._by_stamp: dict[int, int] = {}
+        self._by_stamp: dict[tuple[str, int], int] = {}  # (camera frame, stamp) → id
         self._next_id = 0
-        self._last_stamp: int | None = None
+        self._last_stamps: dict[str, int] = {}  # per camera: stamps are ordered per camera
         self._nbytes = 0
 
     def __len__(self) -> int:
@@ -143,10 +145,17 @@ class FrameBuffer:
             raise UnknownFrameError(f"frame id {frame_id} is not in the buffer")
         return self._frames[frame_id]
 
-    def _is_novel(self, stamp_ns: int, cam_to_world: np.ndarray) -> bool:
-        if not self._frames:
+    def _newest_of(self, camera: str) -> Frame | None:
+        for kf in reversed(self._frames.values()):
+            if kf.frame.camera_frame == camera:
+                return kf.frame
+        return None
+
+    def _is_novel(self, stamp_ns: int, cam_to_world: np.ndarray, camera: str = "") -> bool:
+        """Novel against the newest keyframe of the same camera (each camera judged alone)."""
+        last = self._newest_of(camera)
+        if last is None:
             return True
-        last = self._frames[next(reversed(self._frames))].frame
         if stamp_ns - last.stamp_ns >= self.max_interval_ns:
             return True
         # on Python floats: this runs for every incoming frame, numpy's per-call cost dominates
@@ -175,46 +184,50 @@ class FrameBuffer:
         image = resize_crop_rgb(frame.rgb, rgb_plan, self.resample)
         return Keyframe(frame, image, points, resize_crop_intrinsics(frame.k_rgb, rgb_plan))
 
-    def _check_order(self, stamp_ns: int) -> None:
-        if self._last_stamp is not None and stamp_ns <= self._last_stamp:
-            kind = "duplicate" if stamp_ns == self._last_stamp else "out-of-order"
-            raise FrameOrderError(
-                f"{kind} frame stamp {stamp_ns} ns (last was {self._last_stamp} ns)"
-            )
+    def _check_order(self, stamp_ns: int, camera: str = "") -> None:
+        last = self._last_stamps.get(camera)
+        if last is not None and stamp_ns <= last:
+            kind = "duplicate" if stamp_ns == last else "out-of-order"
+            of = f" of camera {camera!r}" if camera else ""
+            raise FrameOrderError(f"{kind} frame stamp {stamp_ns} ns{of} (last was {last} ns)")
 
-    def would_keep(self, stamp_ns: int, cam_to_world: np.ndarray) -> bool:
+    def would_keep(self, stamp_ns: int, cam_to_world: np.ndarray, camera: str = "") -> bool:
         """Whether :meth:`add` would keep a frame with this stamp and pose, without its images.
 
         Lets a caller skip decoding images of frames that would be dropped anyway. Raises
         ``FrameOrderError`` like ``add`` and ``GeometryError`` for a broken pose.
         """
-        self._check_order(stamp_ns)
-        return self._is_novel(stamp_ns, as_pose(cam_to_world))
+        self._check_order(stamp_ns, camera)
+        pose = as_pose(cam_to_world, reorthonormalize=self._reorth)
+        return self._is_novel(stamp_ns, pose, camera)
 
-    def skip(self, stamp_ns: int) -> None:
+    def skip(self, stamp_ns: int, camera: str = "") -> None:
         """Record a frame received but not offered (not a keyframe: its images were not decoded).
 
         Keeps stamp ordering and staleness exactly as if ``add`` had dropped it.
         """
-        self._check_order(stamp_ns)
-        self._last_stamp = stamp_ns
+        self._check_order(stamp_ns, camera)
+        self._last_stamps[camera] = stamp_ns
 
     def add(self, frame: Frame) -> int | None:
         """Offer a frame; returns its new id if kept as a keyframe, else None.
 
         Raises ``FrameOrderError`` for a stamp not newer than the previous frame's.
         """
-        self._check_order(frame.stamp_ns)
+        camera = frame.camera_frame
+        self._check_order(frame.stamp_ns, camera)
         if not _has_finite(frame.depth):
             raise NoValidDepthError(f"frame at stamp {frame.stamp_ns} has no valid depth pixel")
-        self._last_stamp = frame.stamp_ns
-        if not self._is_novel(frame.stamp_ns, frame.cam_to_world):
+        self._last_stamps[camera] = frame.stamp_ns
+        if self._reorth:  # robust: nearest rotation; upstream keeps the pose as given (Frame does)
+            frame.cam_to_world = as_pose(frame.cam_to_world)
+        if not self._is_novel(frame.stamp_ns, frame.cam_to_world, camera):
             return None
         kf = self.prepare(frame)
         frame.frame_id = self._next_id
         self._next_id += 1
         self._frames[frame.frame_id] = kf
-        self._by_stamp[frame.stamp_ns] = frame.frame_id
+        self._by_stamp[(camera, frame.stamp_ns)] = frame.frame_id
         self._nbytes += kf.nbytes
         while len(self._frames) > 1 and (
             len(self._frames) > self.capacity or self._nbytes > self.max_bytes
@@ -230,12 +243,12 @@ class FrameBuffer:
         dropped = list(self._frames)
         for fid in dropped:
             self._evict(fid)
-        self._last_stamp = None
+        self._last_stamps.clear()
         return len(dropped)
 
     def restart_timeline(self) -> None:
         """Keep the keyframes but accept stamps from a new time line (older than the last one)."""
-        self._last_stamp = None
+        self._last_stamps.clear()
 
     def _most_redundant(self) -> int:
         ids = list(self._frames)[:-1]  # never evict the newest keyframe
@@ -251,20 +264,55 @@ class FrameBuffer:
 
     def _evict(self, frame_id: int) -> None:
         kf = self._frames.pop(frame_id)
-        if self._by_stamp.get(kf.frame.stamp_ns) == frame_id:  # a new time line may reuse stamps
-            del self._by_stamp[kf.frame.stamp_ns]
+        key = (kf.frame.camera_frame, kf.frame.stamp_ns)
+        if self._by_stamp.get(key) == frame_id:  # a new time line may reuse stamps
+            del self._by_stamp[key]
         self._nbytes -= kf.nbytes
         if self.on_evict is not None:
             self.on_evict(frame_id)
 
-    def update_pose(self, stamp_ns: int, cam_to_world: np.ndarray) -> bool:
-        """Replace a keyframe's pose (a SLAM correction); True if a keyframe had that stamp."""
-        pose = as_pose(cam_to_world)
-        fid = self._by_stamp.get(int(stamp_ns))
+    def update_pose(self, stamp_ns: int, cam_to_world: np.ndarray, camera: str = "") -> bool:
+        """Replace a keyframe's pose (a SLAM correction); True if a keyframe had that stamp.
+
+        Only the pose changes: the keyframe's image, patch points and vision features stay
+        valid (they live in the camera frame); the model's scene prefix is keyed by patch
+        positions, so it is rebuilt only when a view that moved is asked for.
+        """
+        pose = as_pose(cam_to_world, reorthonormalize=self._reorth)
+        fid = self._by_stamp.get((camera, int(stamp_ns)))
         if fid is None:
             return False
         self._frames[fid].frame.cam_to_world = pose
         return True
+
+    def keyframe_at(self, stamp_ns: int, camera: str = "") -> int | None:
+        """Id of the keyframe with this stamp (of ``camera``; "" = any camera), or None."""
+        if camera:
+            return self._by_stamp.get((camera, int(stamp_ns)))
+        hits = [fid for (_, s), fid in self._by_stamp.items() if s == stamp_ns]
+        return hits[0] if len(hits) == 1 else None
+
+    def newest_keyframe(self, camera: str = "") -> int | None:
+        """Id of the newest keyframe (of ``camera``; "" = any camera), or None."""
+        for fid in reversed(self._frames):
+            if not camera or self._frames[fid].frame.camera_frame == camera:
+                return fid
+        return None
+
+    def nearest_stamps(self, stamp_ns: int, n: int = 3) -> list[int]:
+        """The ``n`` keyframe stamps nearest ``stamp_ns`` (for error messages)."""
+        stamps = [kf.frame.stamp_ns for kf in self._frames.values()]
+        return sorted(stamps, key=lambda s: abs(s - stamp_ns))[:n]
+
+    def render_depth(
+        self, cam_to_world: np.ndarray, k: np.ndarray, size_wh: tuple[int, int]
+    ) -> np.ndarray:
+        """Depth the held keyframes saw, rendered into a camera at ``cam_to_world`` (world frame)."""
+        clouds = (
+            depth_points(kf.frame.depth, kf.frame.k_depth, kf.frame.cam_to_world)
+            for kf in self._frames.values()
+        )
+        return render_depth(clouds, k, cam_to_world, size_wh)
 
     def set_alignment(self, matrix: np.ndarray) -> None:
         """Use a given world → aligned 4×4 (identity for z-up REP-103 worlds)."""
@@ -353,13 +401,14 @@ class FrameBuffer:
                     stamp_ns=kf.frame.stamp_ns,
                     image=kf.image,
                     patch_xyz=xyz,
-                    patch_valid=kf.points.valid,
+                    patch_valid=kf.points.pooled,
                     intrinsics=kf.k_rgb_model,
                     cam_to_world=pose,
+                    camera_frame=kf.frame.camera_frame,
                 )
             )
         stamps = [v.stamp_ns for v in out]
-        latest = self._last_stamp or 0
+        latest = max(self._last_stamps.values(), default=0)
         return SceneViews(out, self.alignment.copy(), stamps, latest, latest - max(stamps))
 
     def click(self, frame_id: int, u: float, v: float, window: int = 7) -> np.ndarray:

@@ -18,7 +18,9 @@ class Frame:
 
     ``k_rgb``/``k_depth`` are 3×3 at each image's own resolution (they may differ; colour and
     depth are assumed registered, i.e. to share an optical centre). ``cam_to_world`` is
-    re-orthonormalised on construction. ``frame_id`` is −1 until a buffer assigns one.
+    validated on construction and kept exactly as given (float64): a ``robust`` FrameBuffer
+    re-orthonormalises it when the frame comes in, ``upstream`` mode uses it as it is, like the
+    released pipeline. ``frame_id`` is −1 until a buffer assigns one.
     """
 
     rgb: np.ndarray
@@ -28,6 +30,7 @@ class Frame:
     cam_to_world: np.ndarray
     stamp_ns: int
     frame_id: int = -1
+    camera_frame: str = ""  # the optical frame of the camera that took it ("" = the only one)
 
     def __post_init__(self) -> None:
         if not isinstance(self.rgb, np.ndarray) or self.rgb.dtype != np.uint8:
@@ -40,7 +43,7 @@ class Frame:
             raise GeometryError(f"depth must be (h, w), got {self.depth.shape}")
         self.k_rgb = as_intrinsics(self.k_rgb)
         self.k_depth = as_intrinsics(self.k_depth)
-        self.cam_to_world = as_pose(self.cam_to_world)
+        self.cam_to_world = as_pose(self.cam_to_world, reorthonormalize=False)
         if isinstance(self.stamp_ns, bool) or not isinstance(self.stamp_ns, int | np.integer):
             raise GeometryError(f"stamp_ns must be an integer, got {type(self.stamp_ns).__name__}")
         self.stamp_ns = int(self.stamp_ns)

@@ -114,7 +114,7 @@ class SceneIngest:
         self._newest_keyframe_t: float | None = None
         self._camera_tilt: float | None = None
 
-    def worth_decoding(self, stamp_ns: int, cam_to_world: np.ndarray) -> bool:
+    def worth_decoding(self, stamp_ns: int, cam_to_world: np.ndarray, camera: str = "") -> bool:
         """Whether a frame's images are worth decoding: a keyframe candidate, or a check is due.
 
         A frame not decoded is still recorded (stamp order); an out-of-order stamp is an
@@ -122,7 +122,7 @@ class SceneIngest:
         """
         with self.lock:
             try:
-                keep = self.buffer.would_keep(stamp_ns, cam_to_world)
+                keep = self.buffer.would_keep(stamp_ns, cam_to_world, camera)
             except FrameOrderError as exc:
                 raise InputProblem("frame", str(exc)) from exc
             except GeometryError:
@@ -131,7 +131,7 @@ class SceneIngest:
             if keep or now - self._last_validated >= self.validate_period_s:
                 self._last_validated = now
                 return True
-            self.buffer.skip(stamp_ns)
+            self.buffer.skip(stamp_ns, camera)
             return False
 
     def add(self, frame: Frame, current: Callable[[], bool] = lambda: True) -> int | None:

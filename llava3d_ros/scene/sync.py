@@ -2,8 +2,10 @@
 
 Written here because message_filters is not installable in this environment; it is kept
 small: colour is the pivot, depth and camera_info must lie within ``slop`` of its stamp, and
-the camera pose is taken *at the colour stamp* from a pose history (interpolated between
-the poses around it, or the nearest within the tolerance), never "the latest pose".
+the camera pose is taken *at the colour stamp*, never "the latest pose", from a pose source:
+``TopicPoses`` (a PoseStamped/Odometry history, interpolated between the poses around the
+stamp or the nearest within the tolerance, moved into the world frame through TF when it is
+given in another frame) or ``TfPoses`` (the image's own frame looked up in TF).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import bisect
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
@@ -34,6 +36,8 @@ class SyncedFrame:
     cam_to_world: np.ndarray  # (4, 4) float64
     pose_dt_ns: int  # pose stamp used − image stamp (0 when interpolated)
     epoch: int = 0  # the synchroniser's time line (counts time jumps) when it was matched
+    camera_frame: str = ""  # the colour image's header.frame_id (its optical frame)
+    camera: str = ""  # the camera's name (namespace) in the node's ``cameras``
 
 
 class PoseHistory:
@@ -133,6 +137,155 @@ def _orthonormal(r: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
+class TransformLookup(Protocol):
+    """What a pose source needs of TF: ``target_T_source`` at a stamp (0 = latest common).
+
+    Raises ``scene.transforms.TransformError`` (``reason``: unknown_frame, no_path, too_old or
+    extrapolation). Implemented by the project's ``TransformBuffer`` and, on a full ROS 2
+    install, by the tf2_ros adapter in ``ros/tf.py``.
+    """
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray: ...
+
+
+class PoseSource(Protocol):
+    """The camera pose (camera → world 4×4) at an image stamp, or why not (yet)."""
+
+    def at(self, stamp_ns: int, camera_frame: str, final: bool) -> tuple[str, Any]:
+        """("ok", (4×4, dt_ns)), ("wait", reason) or ("fail", reason)."""
+        ...
+
+    @property
+    def newest_ns(self) -> int | None: ...
+
+    def clear(self) -> None: ...
+
+
+TF_REASONS = ("unknown_frame", "no_path", "too_old", "extrapolation")
+
+
+def _tf_status(exc: Exception, final: bool) -> tuple[str, str]:
+    """A TF failure as a pose status: the future and unknown frames may still arrive.
+
+    A failure reads ``"TF <reason>: <message>"`` so a drop is counted by its reason.
+    """
+    reason = getattr(exc, "reason", "")
+    reason = reason if reason in TF_REASONS else "error"
+    if reason in ("extrapolation", "unknown_frame", "no_path") and not final:
+        return "wait", f"TF {reason}: {exc}"
+    return "fail", f"TF {reason}: {exc}"
+
+
+class TfPoses:
+    """Poses from TF: ``world_frame ← camera_frame`` looked up at the image stamp."""
+
+    def __init__(self, transforms: TransformLookup, world_frame: str) -> None:
+        self.transforms, self.world_frame = transforms, world_frame
+        self.newest_ns: int | None = None  # of the frames posed (TF has no single stream)
+
+    def at(self, stamp_ns: int, camera_frame: str, final: bool) -> tuple[str, Any]:
+        if not camera_frame:
+            return "fail", "the image has no header.frame_id to look up in TF"
+        try:
+            mat = self.transforms.lookup(self.world_frame, camera_frame, stamp_ns)
+        except Exception as exc:  # TransformError, or tf2's own exceptions behind the adapter
+            return _tf_status(exc, final)
+        self.newest_ns = max(stamp_ns, self.newest_ns or 0)
+        return "ok", (mat, 0)
+
+    def clear(self) -> None:
+        self.newest_ns = None
+
+
+class TopicPoses:
+    """Camera poses from a topic (PoseStamped, or Odometry × camera_in_base), in any frame.
+
+    Poses are kept per frame they were given in; one given in a frame other than the world
+    is moved into it with TF at the image stamp (``odom`` under ``map``), so a correction of
+    ``map → odom`` applies to every image after it.
+    """
+
+    def __init__(
+        self,
+        tolerance_ns: int,
+        world_frame: str = "",
+        transforms: TransformLookup | None = None,
+        capacity: int = 2000,
+    ) -> None:
+        self.tolerance_ns = tolerance_ns
+        self.world_frame = world_frame
+        self.transforms = transforms
+        self.capacity = capacity
+        self.histories: dict[str, PoseHistory] = {}
+        self._frame = ""  # the frame of the newest pose: the one images are posed from
+
+    @property
+    def history(self) -> PoseHistory:
+        """The history of the frame poses currently arrive in."""
+        return self.histories.setdefault(self._frame, PoseHistory(self.capacity, time_jump_ns=None))
+
+    @property
+    def newest_ns(self) -> int | None:
+        return self.history.newest_ns
+
+    def add(self, stamp_ns: int, cam_to_frame: np.ndarray, frame: str = "") -> str:
+        frame = "" if frame == self.world_frame else frame
+        self._frame = frame
+        return self.history.add(stamp_ns, cam_to_frame)
+
+    def clear(self) -> None:
+        for h in self.histories.values():
+            h.clear()
+
+    def at(self, stamp_ns: int, camera_frame: str, final: bool) -> tuple[str, Any]:
+        status, value = self.history.at(stamp_ns, self.tolerance_ns, final=final)
+        if status != "ok" or not self._frame:
+            return status, value
+        if self.transforms is None:
+            return "fail", (
+                f"pose is in frame {self._frame!r}, not the world frame {self.world_frame!r}, "
+                "and no TF is available to connect them"
+            )
+        try:
+            world_t_frame = self.transforms.lookup(self.world_frame, self._frame, stamp_ns)
+        except Exception as exc:
+            return _tf_status(exc, final)
+        mat, dt = value
+        return "ok", (world_t_frame @ mat, dt)
+
+
+class AutoPoses:
+    """``pose_source: auto``: the pose topic once it has spoken, TF until then.
+
+    A robot that publishes its camera pose keeps today's behaviour; one that gives it only
+    through TF (most do) needs no parameter.
+    """
+
+    def __init__(self, topic: TopicPoses, tf: TfPoses) -> None:
+        self.topic, self.tf = topic, tf
+
+    @property
+    def active(self) -> TopicPoses | TfPoses:
+        return self.topic if self.topic.newest_ns is not None else self.tf
+
+    @property
+    def newest_ns(self) -> int | None:
+        return self.active.newest_ns
+
+    def add(self, stamp_ns: int, cam_to_frame: np.ndarray, frame: str = "") -> str:
+        return self.topic.add(stamp_ns, cam_to_frame, frame)
+
+    def at(self, stamp_ns: int, camera_frame: str, final: bool) -> tuple[str, Any]:
+        status, value = self.active.at(stamp_ns, camera_frame, final)
+        if status != "ok" and self.active is self.tf:
+            value = f"no pose received yet on the pose topic, and {value}"
+        return status, value
+
+    def clear(self) -> None:
+        self.topic.clear()
+        self.tf.clear()
+
+
 class FrameSynchronizer:
     """Matches streams by stamp; ``add_*`` return the frames completed by that message.
 
@@ -154,7 +307,10 @@ class FrameSynchronizer:
         on_drop: Callable[[str], None] | None = None,
         time_jump_ns: int = TIME_JUMP_BACK_NS,
         on_time_jump: Callable[[int, int], None] | None = None,
+        poses: PoseSource | None = None,
+        camera: str = "",
     ) -> None:
+        """``poses``: where camera poses come from (default: a ``TopicPoses`` fed by ``add_pose``)."""
         if slop_ns < 0 or pose_tolerance_ns < 0 or pose_wait_ns < 0:
             raise ValueError("slop, pose tolerance and pose wait must be >= 0")
         if time_jump_ns <= 0:
@@ -167,7 +323,9 @@ class FrameSynchronizer:
         self.use_depth_info = use_depth_info
         self.queue_size = queue_size
         self.time_jump_ns = time_jump_ns
-        self.poses = PoseHistory(time_jump_ns=None)  # time restarts are judged here
+        # time restarts are judged here, not in the pose history
+        self.poses: PoseSource = poses if poses is not None else TopicPoses(pose_tolerance_ns)
+        self.camera = camera
         self._streams: dict[str, collections.deque[tuple[int, Any]]] = {
             name: collections.deque(maxlen=queue_size)
             for name in ("color", "depth", "color_info", "depth_info")
@@ -189,8 +347,9 @@ class FrameSynchronizer:
         if self._on_drop is not None:
             self._on_drop(self.last_drop)
 
-    def add_color(self, stamp_ns: int, msg: Any) -> list[SyncedFrame]:
-        return self._add("color", stamp_ns, msg)
+    def add_color(self, stamp_ns: int, msg: Any, frame_id: str = "") -> list[SyncedFrame]:
+        """A colour image; ``frame_id`` (its optical frame) is what TF poses are looked up for."""
+        return self._add("color", stamp_ns, (msg, frame_id))
 
     def add_depth(self, stamp_ns: int, msg: Any) -> list[SyncedFrame]:
         return self._add("depth", stamp_ns, msg)
@@ -201,11 +360,20 @@ class FrameSynchronizer:
     def add_depth_info(self, stamp_ns: int, msg: Any) -> list[SyncedFrame]:
         return self._add("depth_info", stamp_ns, msg)
 
-    def add_pose(self, stamp_ns: int, cam_to_world: np.ndarray) -> list[SyncedFrame]:
+    def add_pose(
+        self, stamp_ns: int, cam_to_world: np.ndarray, frame: str = ""
+    ) -> list[SyncedFrame]:
+        """A camera pose in ``frame`` ("" = the world frame); needs a ``TopicPoses`` source."""
+        if not isinstance(self.poses, TopicPoses | AutoPoses):
+            raise TypeError("add_pose needs a pose source fed by a topic")
         self._follow_time("pose", stamp_ns)
-        status = self.poses.add(stamp_ns, cam_to_world)
+        status = self.poses.add(stamp_ns, cam_to_world, frame)
         if status in ("out_of_order", "duplicate"):
             self._drop(f"pose {status.replace('_', ' ')}", f"stamp {stamp_ns} ns")
+        return self._resolve_poses()
+
+    def resolve(self) -> list[SyncedFrame]:
+        """Frames whose pose can be taken now (call when transforms arrived)."""
         return self._resolve_poses()
 
     def _add(self, name: str, stamp_ns: int, msg: Any) -> list[SyncedFrame]:
@@ -301,8 +469,20 @@ class FrameSynchronizer:
                 self._drop("colour stamp not newer than the last frame")
                 continue
             self._last_emitted_ns = stamp
+            msg, frame_id = color
             self._awaiting_pose.append(
-                SyncedFrame(stamp, color, depth[1], info, depth_info, np.eye(4), 0, self.epoch)
+                SyncedFrame(
+                    stamp,
+                    msg,
+                    depth[1],
+                    info,
+                    depth_info,
+                    np.eye(4),
+                    0,
+                    self.epoch,
+                    frame_id,
+                    self.camera,
+                )
             )
 
     def _resolve_poses(self) -> list[SyncedFrame]:
@@ -313,12 +493,13 @@ class FrameSynchronizer:
             final = newest_image - frame.stamp_ns >= self.pose_wait_ns or (
                 len(self._awaiting_pose) > self.queue_size
             )
-            status, value = self.poses.at(frame.stamp_ns, self.pose_tolerance_ns, final=final)
+            status, value = self.poses.at(frame.stamp_ns, frame.camera_frame, final)
             if status == "wait":
                 break
             self._awaiting_pose.popleft()
             if status == "fail":
-                self._drop("no pose at the image stamp", value)
+                kind = next((f"TF {r}" for r in TF_REASONS if f"TF {r}:" in value), "")
+                self._drop(f"no pose at the image stamp{f' ({kind})' if kind else ''}", value)
                 continue
             frame.cam_to_world, frame.pose_dt_ns = value
             self.emitted += 1

@@ -27,3 +27,4 @@ class ModelView:
     patch_valid: np.ndarray  # (G, G) bool
     intrinsics: np.ndarray  # (3, 3) float64, at S×S
     cam_to_world: np.ndarray  # (4, 4) float64, aligned world frame
+    camera_frame: str = ""  # the optical frame of the camera that took it

@@ -122,6 +122,7 @@ def test_node_publishes_the_contract_topics(live_node):
         "/llava3d/markers",
         "/llava3d/scene_points",
         "/llava3d/debug_image",
+        "/llava3d/detections",
         "/diagnostics",
     } <= pubs
     assert {
@@ -131,6 +132,9 @@ def test_node_publishes_the_contract_topics(live_node):
         "/depth/camera_info",
         "/pose",
         "/clicked_point",
+        "/tf",
+        "/tf_static",
+        "/keyframe_corrections",
     } <= subs
 
 
