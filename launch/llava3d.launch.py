@@ -28,7 +28,17 @@ PARAM_ARGS = {
     "device": ("device", str, "auto, cpu, cuda or cuda:N"),
     "dtype": ("dtype", str, "auto, fp32, fp16 or bf16"),
     "world_frame": ("world_frame", str, "fixed frame of poses, answers and markers"),
-    "pose_source": ("pose_source", str, "pose (PoseStamped), odom (Odometry) or tf"),
+    "pose_source": (
+        "pose_source",
+        str,
+        "auto (pose topic once it publishes, else TF), pose, odom or tf",
+    ),
+    "corrections_frame": (
+        "corrections_frame",
+        str,
+        "frame whose poses keyframe_corrections gives; empty = the camera",
+    ),
+    "tf_timeout_s": ("tf_timeout_s", float, "how long an image waits for its transforms"),
     "sync_slop_s": ("sync_slop_s", float, "max colour/depth/info stamp difference"),
     "pose_tolerance_s": ("pose_tolerance_s", float, "max image-to-pose time distance"),
     "time_jump_policy": (

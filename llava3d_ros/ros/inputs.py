@@ -185,9 +185,14 @@ class SensorFeed:
         )
 
     def _on_tf(self) -> None:
-        """Transforms arrived: frames waiting for their pose may be posed now."""
+        """Transforms arrived: frames waiting for their pose may be posed now.
+
+        Also called periodically (``poll``): tf2_ros's listener tells nobody when /tf came.
+        """
         for cam in self.cameras:
             self._feed(cam, cam.sync.resolve)
+
+    poll = _on_tf
 
     def _on_raw(self, cam: CameraFeed, topic: str, data: bytes) -> None:
         """A raw image or camera_info: stamp peeked, an image's size bounded, then synchronised."""

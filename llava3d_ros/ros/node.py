@@ -458,6 +458,8 @@ class Llava3dNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None:
             return
+        if self._feed is not None and self._active:
+            self._guard.run("tf poll", self._feed.poll)  # frames still waiting for TF
         h = self.health()
         self._diag_pub.publish(
             diagnostic_array(h, self.get_fully_qualified_name(), self.get_clock().now().nanoseconds)

@@ -140,6 +140,8 @@ class TfInput:
         """Forget dynamic transforms (sensor time restarted); static ones stay."""
         with self._lock:
             self.buffer.clear()
+            if self._tf2 is not None:
+                self._tf2[0].clear()
             self._newest_ns = 0
             self.clears += 1
 

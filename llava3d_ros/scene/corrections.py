@@ -67,9 +67,7 @@ def apply_corrections(
         new = value[0] @ offset
         old = frame.cam_to_world
         shift = float(np.linalg.norm(new[:3, 3] - old[:3, 3]))
-        turn = float(
-            np.arccos(np.clip((np.trace(old[:3, :3].T @ new[:3, :3]) - 1) / 2, -1.0, 1.0))
-        )
+        turn = float(np.arccos(np.clip((np.trace(old[:3, :3].T @ new[:3, :3]) - 1) / 2, -1.0, 1.0)))
         if shift < MIN_SHIFT_M and turn < MIN_TURN_RAD:
             unmoved += 1
             continue

@@ -61,8 +61,10 @@ def test_click_on_a_frame_that_never_became_a_keyframe_lands_on_the_surface() ->
     for u, v in [(320.0, 240.0), *[(u, v) for u in (120.0, 320.0, 520.0) for v in (100.0, 380.0)]]:
         got = resolver.resolve(0, PixelClick(u, v, stamp))
         errors.append(np.linalg.norm(got - _truth(HELD_OUT, u, v)))
-    print(f"rendered-click error vs the frame's own depth: centre {errors[0] * 100:.1f} cm, "
-          f"max over 7 clicks {max(errors) * 100:.1f} cm")
+    print(
+        f"rendered-click error vs the frame's own depth: centre {errors[0] * 100:.1f} cm, "
+        f"max over 7 clicks {max(errors) * 100:.1f} cm"
+    )
     assert errors[0] < 0.03
     assert np.median(errors) < 0.03
     assert images.asked == [("", stamp)] * 7
@@ -114,7 +116,9 @@ def test_keyframe_clicks_are_unchanged_and_stamp_zero_is_the_newest() -> None:
 
 def _tf() -> TransformBuffer:
     tf = TransformBuffer()
-    tf.set_transform("map", "odom", 0, [1.0, 2.0, 0.0], [0, 0, np.sin(0.2), np.cos(0.2)], static=True)
+    tf.set_transform(
+        "map", "odom", 0, [1.0, 2.0, 0.0], [0, 0, np.sin(0.2), np.cos(0.2)], static=True
+    )
     for t, x in ((0, 0.0), (1_000_000_000, 1.0)):
         tf.set_transform("odom", "base_link", t, [x, 0.0, 0.0], [0, 0, 0, 1])
     return tf

@@ -89,7 +89,7 @@ def test_tf_posed_robot_clicks_and_slam_corrections(node_factory, ros_context, r
 
     h = harness(request.config)
     frames = seven_scenes_frames()
-    node_factory(
+    node = node_factory(
         "world_frame:=map",
         "sensor_qos:=reliable",
         "ingest_rate_hz:=0.0",
@@ -104,7 +104,7 @@ def test_tf_posed_robot_clicks_and_slam_corrections(node_factory, ros_context, r
     tf = TfPublisher(pub_node)
     path_pub = pub_node.create_publisher(
         Path,
-        "/llava3d/keyframe_corrections",
+        "/keyframe_corrections",
         QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE),
     )
     diag = Diagnostics(pub_node)
@@ -206,6 +206,7 @@ def test_tf_posed_robot_clicks_and_slam_corrections(node_factory, ros_context, r
         client._executor.remove_node(pub_node)
         pub_node.destroy_node()
         client.close()
+        node.stop()  # the next test starts a node of the same name
 
 
 def test_two_cameras_one_scene(node_factory, ros_context, request):
