@@ -14,8 +14,18 @@
    The node runs with its defaults (images taken at ingest_rate_hz = 5, the newest each
    time), with the Jetson preset's resize, and taking every frame (ingest_rate_hz = 0); the
    keyframes each kept say what the scene got out of it.
+3. The same ingest with compressed inputs, in the same run: the same frames JPEG-encoded
+   (quality 95, "rgb8; jpeg compressed bgr8") on rgb/image/compressed and PNG-encoded
+   ("16UC1; compressedDepth png") on depth/image/compressedDepth, the node started with
+   rgb_transport:=compressed and depth_transport:=compressedDepth (defaults, and every frame
+   taken); baseline: a bare subscriber taking the compressed topics as raw bytes. The ratio
+   rows say what compressed input costs over raw. The node decodes only the frames worth it
+   (keyframe candidates, and one a validation period), so a row also times the decoding of
+   one frame in this process (JPEG + PNG, geometry/compressed.py) for scale. The colour frames are noise, JPEG's worst
+   case (large files, every coefficient coded): a camera's images are smaller and decode
+   faster.
 
-Run: .venv/bin/python bench/bench_node.py [--seconds 10] [--calls 200] [--part rtt|cpu]
+Run: .venv/bin/python bench/bench_node.py [--seconds 10] [--calls 200] [--part rtt|cpu|compressed]
 """
 
 from __future__ import annotations
@@ -67,7 +77,14 @@ NODE_ROLES = {
     "node1": ("torch_threads:=1",),
     "node_cv": ("image_resample:=opencv",),
     "node_all": ("ingest_rate_hz:=0.0",),
+    "node_c": ("rgb_transport:=compressed", "depth_transport:=compressedDepth"),
+    "node_all_c": (
+        "rgb_transport:=compressed",
+        "depth_transport:=compressedDepth",
+        "ingest_rate_hz:=0.0",
+    ),
 }
+COMPRESSED_ROLES = ("subscriber_raw_c", "node_c", "node_all_c")
 
 
 def serve_node(params: tuple[str, ...]) -> int:
@@ -83,7 +100,7 @@ def serve_bare(kind: str, report: str | None) -> int:
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     from llava3d_ros.srv import Query
 
@@ -95,6 +112,7 @@ def serve_bare(kind: str, report: str | None) -> int:
         node.create_service(Query, "~/query", lambda req, resp: resp)
     else:
         raw = kind.startswith("subscriber_raw")
+        compressed = kind in COMPRESSED_ROLES
         if kind == "subscriber_raw_tuned":
             from llava3d_ros.ros.malloc import tune_malloc
 
@@ -103,13 +121,18 @@ def serve_bare(kind: str, report: str | None) -> int:
         def count(m) -> None:
             received[0] += 1
 
+        rgb_topic, depth_topic, image = (
+            ("rgb/image/compressed", "depth/image/compressedDepth", CompressedImage)
+            if compressed
+            else ("rgb/image", "depth/image", Image)
+        )
         for t, topic, cb in (
-            (Image, "rgb/image", count),
-            (Image, "depth/image", lambda m: None),
+            (image, rgb_topic, count),
+            (image, depth_topic, lambda m: None),
             (CameraInfo, "rgb/camera_info", lambda m: None),
             (PoseStamped, "pose", lambda m: None),
         ):
-            node.create_subscription(t, topic, cb, qos_profile_sensor_data, raw=raw and t is Image)
+            node.create_subscription(t, topic, cb, qos_profile_sensor_data, raw=raw and t is image)
     try:
         with contextlib.suppress(KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
             rclpy.spin(node, executor=rclpy.executors.SingleThreadedExecutor(context=ctx))
@@ -211,6 +234,9 @@ class PrebuiltFrames:
                 )
             )
 
+    def wait_for_subscribers(self, timeout: float) -> bool:
+        return self.pub.wait_for_subscribers(timeout)
+
     def publish(self, i: int, stamp_ns: int, x: float) -> None:
         from llava3d_ros.ros.convert import ns_to_stamp
 
@@ -223,6 +249,70 @@ class PrebuiltFrames:
         self.pub.info.publish(info)
         self.pub.depth.publish(depth)
         self.pub.rgb.publish(rgb)
+
+
+class PrebuiltCompressedFrames:
+    """The same frames as image_transport's ``compressed`` / ``compressedDepth`` publish them.
+
+    Topics ``rgb/image/compressed`` (JPEG, quality 95) and ``depth/image/compressedDepth``
+    (12-byte header + 16-bit PNG, level 9: those plugins' defaults), with the raw frames'
+    camera_info and pose publishers.
+    """
+
+    def __init__(self, node, pub, frames: list[tuple]) -> None:
+        import struct
+
+        import cv2
+        from geometry_msgs.msg import PoseStamped
+        from sensor_msgs.msg import CompressedImage
+        from std_msgs.msg import Header
+
+        from llava3d_ros.ros.convert import matrix_to_pose
+        from llava3d_ros.ros.publish import SENSOR_PUB_QOS, camera_info
+
+        self.pub = pub
+        self.rgb = node.create_publisher(CompressedImage, "rgb/image/compressed", SENSOR_PUB_QOS)
+        self.depth = node.create_publisher(
+            CompressedImage, "depth/image/compressedDepth", SENSOR_PUB_QOS
+        )
+        self.msgs = []
+        self.sizes = []
+        for rgb, depth, k, pose in frames:
+            h, w = rgb.shape[:2]
+            header = Header(frame_id=pub.camera_frame)
+            ok, jpg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+            ok2, png = cv2.imencode(".png", depth, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+            assert ok and ok2
+            c_rgb = CompressedImage(header=header, format="rgb8; jpeg compressed bgr8")
+            c_rgb.data = jpg.tobytes()
+            c_depth = CompressedImage(header=Header(frame_id=pub.camera_frame))
+            c_depth.format = "16UC1; compressedDepth png"
+            c_depth.data = struct.pack("<iff", 0, 0.0, 0.0) + png.tobytes()
+            p = PoseStamped(header=Header(frame_id=pub.world_frame), pose=matrix_to_pose(pose))
+            self.msgs.append((p, camera_info(k, w, h, 0, pub.camera_frame), c_depth, c_rgb))
+            self.sizes.append((len(c_rgb.data), len(c_depth.data)))
+
+    def wait_for_subscribers(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        pubs = (self.rgb, self.depth, self.pub.info, self.pub.pose)
+        while time.monotonic() < deadline:
+            if all(p.get_subscription_count() > 0 for p in pubs):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def publish(self, i: int, stamp_ns: int, x: float) -> None:
+        from llava3d_ros.ros.convert import ns_to_stamp
+
+        pose, info, depth, rgb = self.msgs[i % len(self.msgs)]
+        stamp = ns_to_stamp(stamp_ns)
+        for m in (pose, info, depth, rgb):
+            m.header.stamp = stamp
+        pose.pose.position.x = x
+        self.pub.pose.publish(pose)
+        self.pub.info.publish(info)
+        self.depth.publish(depth)
+        self.rgb.publish(rgb)
 
 
 class DiagnosticsReader:
@@ -247,12 +337,18 @@ def main() -> int:
         "subscriber",
         "subscriber_raw",
         "subscriber_raw_tuned",
+        "subscriber_raw_c",
     ]
     ap.add_argument("--serve", choices=roles)
     ap.add_argument("--report", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--calls", type=int, default=200)
-    ap.add_argument("--part", choices=["all", "rtt", "cpu"], default="all")
+    ap.add_argument(
+        "--part",
+        choices=["all", "rtt", "cpu", "compressed"],
+        default="all",
+        help="compressed: the raw defaults and every compressed row (cpu includes them)",
+    )
     args = ap.parse_args()
     if args.serve in NODE_ROLES:
         return serve_node(NODE_ROLES[args.serve])
@@ -277,6 +373,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     frames = [frame(i, rng) for i in range(30)]
     prebuilt = PrebuiltFrames(pub, frames)
+    prebuilt_c = PrebuiltCompressedFrames(pub_node, pub, frames)
     rows = []
 
     # 1. round trip
@@ -316,7 +413,7 @@ def main() -> int:
             rows.append((label, f"{overhead * 1e3:.2f} ms", "goal <= 5 ms"))
 
     # 2. ingest CPU at 30 Hz
-    if args.part in ("all", "cpu"):
+    if args.part in ("all", "cpu", "compressed"):
         cpu, sent, got, threads, keyframes = {}, {}, {}, {}, {}
         tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
         roles = (
@@ -326,13 +423,17 @@ def main() -> int:
             "node",
             "node_cv",
             "node_all",
+            *COMPRESSED_ROLES,
         )
+        if args.part == "compressed":
+            roles = ("subscriber_raw", "node", "node_all", *COMPRESSED_ROLES)
         for role in roles:
             report = tmp / f"{role}.json"
             p = start(role, env, report)
             is_node = role.startswith("node")
+            source = prebuilt_c if role in COMPRESSED_ROLES else prebuilt
             try:
-                if not pub.wait_for_subscribers(120):
+                if not source.wait_for_subscribers(120):
                     raise RuntimeError(f"{role} never subscribed")
                 time.sleep(2.0)  # let start-up CPU settle
                 diagnostics.values.clear()
@@ -343,7 +444,7 @@ def main() -> int:
                 for i in range(n):
                     due = t0 + i / 30
                     time.sleep(max(0.0, due - time.monotonic()))
-                    prebuilt.publish(i, stamp0 + i * 33_333_333, 0.01 * i)
+                    source.publish(i, stamp0 + i * 33_333_333, 0.01 * i)
                 wall = time.monotonic() - t0
                 cpu[role] = (cpu_seconds(p.pid) - c0) / wall
                 if is_node:
@@ -371,6 +472,9 @@ def main() -> int:
             "node": "llava3d node, defaults (ingest_rate_hz 5)",
             "node_cv": "  same, image_resample:=opencv (the Jetson preset)",
             "node_all": "  same, ingest_rate_hz:=0 (every frame taken)",
+            "subscriber_raw_c": "bare subscriber, raw bytes, compressed topics (baseline)",
+            "node_c": "llava3d node, defaults, compressed inputs (JPEG + PNG depth)",
+            "node_all_c": "  same, compressed, ingest_rate_hz:=0 (every frame taken)",
         }
         for role in roles:
             goal = "goal < 10 %" if role.startswith("node") else ""
@@ -385,7 +489,7 @@ def main() -> int:
                     + f"  {goal}".rstrip(),
                 )
             )
-        for role in ("node", "node_cv", "node_all"):
+        for role in (r for r in roles if r.startswith("node")):
             named = ("llava3d-sensors", "llava3d-ingest", "dds.shm")
             parts = [f"{n} {threads[role].get(n, 0.0) * 100:.1f}" for n in named]
             other = sum(v for k, v in threads[role].items() if k not in named)
@@ -396,7 +500,7 @@ def main() -> int:
                     ", ".join(parts) + f", other {other * 100:.1f}",
                 )
             )
-        for base in ("subscriber", "subscriber_raw", "subscriber_raw_tuned"):
+        for base in (r for r in roles if r.startswith("subscriber") and r != "subscriber_raw_c"):
             rows.append(
                 (
                     f"node (defaults) over {base}",
@@ -404,6 +508,58 @@ def main() -> int:
                     "",
                 )
             )
+        jpg, png = (statistics.mean(x) / 1024 for x in zip(*prebuilt_c.sizes, strict=True))
+        raw_kib = (640 * 480 * 3 + 640 * 480 * 2) / 1024
+        rows.append(
+            (
+                "compressed payload per frame",
+                f"{jpg + png:.0f} KiB",
+                f"JPEG {jpg:.0f} + PNG depth {png:.0f} KiB (raw {raw_kib:.0f} KiB)",
+            )
+        )
+        for c_role, r_role, label in (
+            ("node_c", "node", "compressed / raw ingest CPU, defaults"),
+            ("node_all_c", "node_all", "compressed / raw ingest CPU, every frame taken"),
+        ):
+            rows.append(
+                (
+                    label,
+                    f"{cpu[c_role] / cpu[r_role]:.2f}x",
+                    f"{cpu[c_role] * 100:.1f} vs {cpu[r_role] * 100:.1f} % of a core, "
+                    f"{(cpu[c_role] - cpu[r_role]) * 100:+.1f}",
+                )
+            )
+        from llava3d_ros.geometry.compressed import (
+            decode_compressed_color,
+            decode_compressed_depth,
+        )
+
+        def decode_ms(fn, msg) -> float:  # noqa: ANN001
+            times = []
+            for _ in range(20):
+                t = time.perf_counter()
+                fn(msg.format, msg.data, 640 * 480)
+                times.append(time.perf_counter() - t)
+            return statistics.median(times) * 1e3
+
+        _, _, c_depth, c_rgb = prebuilt_c.msgs[0]
+        jpg_ms = decode_ms(decode_compressed_color, c_rgb)
+        png_ms = decode_ms(decode_compressed_depth, c_depth)
+        rows.append(
+            (
+                "decode one compressed frame (this process)",
+                f"{jpg_ms + png_ms:.2f} ms",
+                f"JPEG {jpg_ms:.2f} + PNG depth {png_ms:.2f} ms; x 30 Hz = "
+                f"{(jpg_ms + png_ms) * 3:.0f} % of a core if every frame were decoded",
+            )
+        )
+        rows.append(
+            (
+                "node (defaults, compressed) over subscriber_raw_c",
+                f"{(cpu['node_c'] - cpu['subscriber_raw_c']) * 100:+.1f} % of a core",
+                "",
+            )
+        )
 
     pub_node.destroy_node()
     client.close()

@@ -61,9 +61,11 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
 
     from llava3d_ros.ros.node import main as node_main
 
-    extra = ["--ros-args"] if (args.params_file and not ros_args) else list(ros_args)
-    if args.params_file:
-        extra += ["--params-file", os.path.abspath(os.path.expanduser(args.params_file))]
+    extra = list(ros_args)
+    if args.params_file:  # first, so that -p values given on the command line win over it
+        rest = extra[1:] if extra[:1] == ["--ros-args"] else extra
+        path = os.path.abspath(os.path.expanduser(args.params_file))
+        extra = ["--ros-args", "--params-file", path, *rest]
     try:
         return node_main(["llava3d_node", *(["--autostart"] if args.autostart else []), *extra])
     except rclpy_implementation.RCLInvalidROSArgsError as exc:
@@ -173,6 +175,16 @@ REPLAY_EPILOG = """\
 examples:
   llava3d-ros replay ~/data/7scenes/redkitchen/seq-01 --rate 2 --loop
   llava3d-ros replay --synthetic 3 --loop
+  llava3d-ros replay robot.mcap --loop \\
+      --map /camera/color/image_raw/compressed=rgb/image/compressed \\
+      --map /camera/aligned_depth_to_color/image_raw/compressedDepth=depth/image/compressedDepth \\
+      --map /camera/color/camera_info=rgb/camera_info
+A rosbag2 (mcap or sqlite3) holding /tf, /tf_static, CompressedImage or Odometry topics, or
+given --map or --as-recorded, is played as recorded: every topic whose type is known here,
+bytes unchanged, on its recorded name unless --map renames it (a relative TO is in this
+node's namespace); /tf_static is merged into one latched message. A bag of raw Image +
+CameraInfo + PoseStamped topics only is read into frames and published on the node's inputs,
+like a dataset folder.
 """
 
 QUERY_EPILOG = """\
@@ -242,19 +254,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--quiet", action="store_true", help="no progress lines or summary on stdout")
     rep.add_argument(
-        "--loop", action="store_true", help="start over at the end (stamps keep increasing)"
+        "--loop",
+        action="store_true",
+        help="start over at the end (stamps keep increasing; a bag played as recorded repeats "
+        "its own)",
     )
     rep.add_argument(
-        "--use-sim-time", action="store_true", help="publish /clock from the recording"
+        "--use-sim-time",
+        action="store_true",
+        help="publish /clock from the recording (a bag played as recorded: its receive times, "
+        "unless it holds /clock)",
     )
-    rep.add_argument("--world-frame", default="map", help="frame_id of the poses")
     rep.add_argument(
-        "--camera-frame", default="camera_optical_frame", help="frame_id of the images"
+        "--world-frame",
+        default="map",
+        help="frame_id of the poses (a bag played as recorded keeps its own)",
+    )
+    rep.add_argument(
+        "--camera-frame",
+        default="camera_optical_frame",
+        help="frame_id of the images (a bag played as recorded keeps its own)",
     )
     rep.add_argument(
         "--wait-subscribers", type=float, default=10.0, help="seconds to wait for the node"
     )
-    rep.add_argument("--stamp-offset-s", type=float, default=0.0, help="added to every stamp")
+    rep.add_argument(
+        "--stamp-offset-s",
+        type=float,
+        default=0.0,
+        help="added to every stamp (not for a bag played as recorded)",
+    )
+    from llava3d_ros.ros.bag_replay import parse_map
+
+    rep.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        type=parse_map,
+        metavar="FROM=TO",
+        help="rosbag2 played as recorded: publish recorded topic FROM as TO; repeatable",
+    )
+    rep.add_argument(
+        "--as-recorded",
+        action="store_true",
+        help="play a rosbag2 as recorded even when it holds only raw images and poses",
+    )
 
     q = sub.add_parser(
         "query",

@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo
 
+from llava3d_ros.geometry.errors import GeometryError
 from llava3d_ros.query.clicks import CameraView
 from llava3d_ros.ros import convert, serialized
 from llava3d_ros.ros.diagnostics import RateMeter
-from llava3d_ros.scene.ingest import depth_intrinsics
+from llava3d_ros.ros.images import COLOR_TRANSPORTS, DEPTH_TRANSPORTS, FrameDecoder
+from llava3d_ros.scene.ingest import InputProblem
 from llava3d_ros.scene.sync import FrameSynchronizer, SyncedFrame, TopicPoses
 
 SENSOR_TOPICS = ("rgb/image", "rgb/camera_info", "depth/image", "depth/camera_info")
@@ -30,9 +32,17 @@ SENSOR_TOPICS = ("rgb/image", "rgb/camera_info", "depth/image", "depth/camera_in
 class CameraFeed:
     """Topics, stamp matching and the recent frames of the camera named ``name``."""
 
-    def __init__(self, name: str, sync: FrameSynchronizer, pose_topic: str, held: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        sync: FrameSynchronizer,
+        pose_topic: str,
+        held: int,
+        decoder: FrameDecoder,
+    ) -> None:
         """``pose_topic``: "pose", "odom" or "" (posed by TF); ``held``: frames kept for clicks."""
         self.name = name
+        self.decoder = decoder
         self.sync = sync
         self.pose_topic = pose_topic
         self.frame_id = ""  # the optical frame its colour images name
@@ -42,27 +52,36 @@ class CameraFeed:
         self.recent: collections.deque[SyncedFrame] = collections.deque(maxlen=max(held, 1))
         self.held = held
         self._color_info = serialized.SerializedCameraInfo()
-        self._depth_info = serialized.SerializedCameraInfo()
         self._last_color_info: bytes | None = None
 
     def key(self, topic: str) -> str:
         """The camera's name for ``topic`` in logs and /diagnostics (``front/rgb/image``)."""
         return f"{self.name}/{topic}" if self.name else topic
 
-    def topics(self) -> list[tuple[str, type, bool]]:
-        """(topic, type, gated) of each subscription; poses are never gated."""
-        out = [(t, CameraInfo if t.endswith("info") else Image, True) for t in SENSOR_TOPICS]
+    def topics(self) -> list[tuple[str, str, type, bool]]:
+        """(input, topic, type, gated) of each subscription; poses are never gated.
+
+        Compressed images follow image_transport's names: ``rgb/image/compressed``,
+        ``depth/image/compressedDepth``.
+        """
+        color_suffix, color_type = COLOR_TRANSPORTS[self.decoder.rgb_transport]
+        depth_suffix, depth_type = DEPTH_TRANSPORTS[self.decoder.depth_transport]
+        out = [
+            ("rgb/image", "rgb/image" + color_suffix, color_type, True),
+            ("rgb/camera_info", "rgb/camera_info", CameraInfo, True),
+            ("depth/image", "depth/image" + depth_suffix, depth_type, True),
+            ("depth/camera_info", "depth/camera_info", CameraInfo, True),
+        ]
         if self.pose_topic:
-            out.append(
-                (self.pose_topic, PoseStamped if self.pose_topic == "pose" else Odometry, False)
-            )
+            pose_type = PoseStamped if self.pose_topic == "pose" else Odometry
+            out.append((self.pose_topic, self.pose_topic, pose_type, False))
         return out
 
     # ---------------------------------------------------------------- called under the feed lock
     def add(self, topic: str, stamp_ns: int, data: bytes) -> list[SyncedFrame]:
         """A raw image or camera_info of this camera, matched by stamp."""
         if topic == "rgb/image":
-            self.frame_id = serialized.serialized_frame_id(data, Image)
+            self.frame_id = serialized.serialized_frame_id(data, self.topics()[0][2])
             return self.sync.add_color(stamp_ns, data, self.frame_id)
         if topic == "depth/image":
             return self.sync.add_depth(stamp_ns, data)
@@ -83,7 +102,13 @@ class CameraFeed:
         """This camera at ``stamp_ns``: the held frame with its depth, else its pose and calibration."""
         for f in self.recent:
             if f.stamp_ns == stamp_ns:
-                return _held_view(f, self._color_info, self._depth_info, max_pixels)
+                try:
+                    d = self.decoder.decode(f, with_color=False)
+                except InputProblem as exc:  # a broken held frame is a reason, never a crash
+                    return f"the held frame cannot be read: {exc}"
+                return CameraView(
+                    np.asarray(f.cam_to_world), d.k_rgb, d.size, d.depth, d.k_depth, d.pixel_map
+                )
         if self._last_color_info is None:
             return f"no rgb/camera_info received from camera {self.name or '(default)'}"
         status, value = self.sync.poses.at(stamp_ns, self.frame_id, True)
@@ -91,36 +116,14 @@ class CameraFeed:
             return f"no camera pose at that stamp ({value})"
         try:
             cam = self._color_info(self._last_color_info)
-        except convert.ConversionError as exc:
+            und = cam.calibration().undistorter()
+        except (convert.ConversionError, GeometryError) as exc:
             return f"rgb/camera_info unusable: {exc}"
-        return CameraView(value[0], cam.k, (cam.width, cam.height))
+        pixel_map = und.undistort_pixel if und is not None else None
+        return CameraView(value[0], cam.k, (cam.width, cam.height), undistort=pixel_map)
 
     def newest_pose_ns(self) -> int | None:
         return self.sync.poses.newest_ns
-
-
-def _held_view(
-    f: SyncedFrame,
-    color_info: Callable[[bytes], Any],
-    depth_info: Callable[[bytes], Any],
-    max_pixels: int,
-) -> CameraView | str:
-    """A held frame as a click view: its depth (metres), calibration and pose."""
-    try:
-        view = serialized.image_view_from_serialized(f.depth)
-        convert.check_image_size(view, max_pixels)
-        depth = convert.depth_from_image(view)
-        cam = color_info(f.color_info)
-        dcam = None
-        if f.depth_info is not None:
-            d = depth_info(f.depth_info)
-            dcam = (d.k, (d.width, d.height))
-        k_depth, _ = depth_intrinsics(
-            cam.k, (cam.width, cam.height), (depth.shape[1], depth.shape[0]), dcam
-        )
-    except Exception as exc:  # a broken held frame is a reason, never a crash
-        return f"the held frame cannot be read: {type(exc).__name__}: {exc}"
-    return CameraView(np.asarray(f.cam_to_world), cam.k, (cam.width, cam.height), depth, k_depth)
 
 
 def make_synchronizer(

@@ -25,6 +25,7 @@ from llava3d_ros.answer import AnswerResult, Box3D
 from llava3d_ros.geometry.cameras import intrinsics_from_camera_info
 from llava3d_ros.geometry.depth import MM_SCALE, decode_depth
 from llava3d_ros.geometry.errors import GeometryError
+from llava3d_ros.geometry.rectify import Calibration
 from llava3d_ros.msg import Answer, Click, GroundedObject, Prompt
 from llava3d_ros.query.request import PixelClick, PointClick, QueryRequest
 
@@ -168,6 +169,14 @@ class CameraModel:
     height: int
     frame_id: str
     distorted: bool  # non-zero distortion coefficients: the image is not rectified
+    d: tuple[float, ...] = ()
+    distortion_model: str = ""
+
+    def calibration(self) -> Calibration:
+        """As the ROS-free core takes it (``geometry/rectify.py``)."""
+        return Calibration(
+            self.k, (self.width, self.height), self.d, self.distortion_model, self.frame_id
+        )
 
 
 def camera_from_info(msg: CameraInfo) -> CameraModel:
@@ -180,7 +189,17 @@ def camera_from_info(msg: CameraInfo) -> CameraModel:
     except GeometryError as exc:
         raise ConversionError(f"CameraInfo: {exc}") from exc
     d = np.asarray(msg.d, dtype=np.float64)
-    return CameraModel(kk, int(msg.width), int(msg.height), msg.header.frame_id, bool(np.any(d)))
+    if not np.isfinite(d).all():
+        raise ConversionError("CameraInfo d holds non-finite values")
+    return CameraModel(
+        kk,
+        int(msg.width),
+        int(msg.height),
+        msg.header.frame_id,
+        bool(np.any(d)),
+        tuple(d.tolist()),
+        msg.distortion_model,
+    )
 
 
 def pose_to_matrix(pose: Pose) -> np.ndarray:

@@ -1,8 +1,9 @@
 """The ingest thread: synced frames arrive as serialized messages, are decoded here, enter the scene.
 
 Sensor callbacks only match stamps (``scene/sync.py``) and queue the matched sets; this
-thread decodes the images of the frames worth it (``SceneIngest.worth_decoding``), checks
-sizes and calibration, and offers them to the scene. One bad frame is reported as an input
+thread decodes the images of the frames worth it (``SceneIngest.worth_decoding``) with
+``ros/images.py`` (raw or compressed, undistorted, depth registered to colour), and offers
+them to the scene. One bad frame is reported as an input
 error and never stops the thread.
 """
 
@@ -13,9 +14,9 @@ import threading
 from collections.abc import Callable
 
 from llava3d_ros.geometry.errors import GeometryError
-from llava3d_ros.ros import convert, serialized
+from llava3d_ros.ros.images import FrameDecoder
 from llava3d_ros.scene.frame import Frame
-from llava3d_ros.scene.ingest import InputProblem, SceneIngest, depth_intrinsics
+from llava3d_ros.scene.ingest import InputProblem, SceneIngest
 from llava3d_ros.scene.sync import SyncedFrame
 from llava3d_ros.threads import named_thread
 
@@ -33,22 +34,20 @@ class IngestWorker:
     def __init__(
         self,
         scene: SceneIngest,
-        max_image_pixels: int,
+        decoder: FrameDecoder,
         report: Callable[[str, str], None],
         on_keyframe: Callable[[], None],
         epoch: Callable[[], int],
         on_exit: Callable[[BaseException | None], None] | None = None,
     ) -> None:
         self.scene = scene
-        self.max_image_pixels = max_image_pixels
+        self.decoder = decoder
         self._report = report
         self._on_keyframe = on_keyframe
         self._epoch = epoch
         self._on_exit = on_exit
         self._cv = threading.Condition()
         self._frames: collections.deque[SyncedFrame] = collections.deque(maxlen=QUEUE_DEPTH)
-        # per camera: each calibration decoded once
-        self._infos: dict[str, tuple[serialized.SerializedCameraInfo, ...]] = {}
         self._running = False
         self._thread: threading.Thread | None = None
         self.warnings: dict[str, str] = {}  # hold until the input changes (frames, timing, size)
@@ -104,34 +103,9 @@ class IngestWorker:
             f.stamp_ns, f.cam_to_world, f.camera_frame
         ):
             return
-        color_info, depth_info = self._infos.setdefault(
-            f.camera, (serialized.SerializedCameraInfo(), serialized.SerializedCameraInfo())
-        )
-        color = self._decode(f.color, "rgb/image")
-        rgb = _converted(convert.color_from_image, color, "rgb/image")
-        depth_msg = self._decode(f.depth, "depth/image")
-        depth = _converted(convert.depth_from_image, depth_msg, "depth/image")
-        cam = _converted(color_info, f.color_info, "rgb/camera_info")
-        h, w = rgb.shape[:2]
-        if (cam.width, cam.height) != (w, h):
-            raise InputProblem(
-                "rgb/camera_info",
-                f"camera_info is {cam.width}x{cam.height} but rgb/image is {w}x{h}",
-            )
-        dcam = None
-        if f.depth_info is not None:
-            d = _converted(depth_info, f.depth_info, "depth/camera_info")
-            dcam = (d.k, (d.width, d.height))
-        dh, dw = depth.shape
-        k_depth, warning = depth_intrinsics(cam.k, (w, h), (dw, dh), dcam)
-        self._hold("resolution", warning)
-        self._hold(
-            "frames",
-            f"colour frame {color.frame_id!r} and depth frame {depth_msg.frame_id!r} differ: "
-            "depth is assumed registered to colour"
-            if color.frame_id != depth_msg.frame_id
-            else "",
-        )
+        d = self.decoder.decode(f)
+        for key in ("resolution", "frames"):
+            self._hold(key, d.warnings.get(key, ""))
         if f.pose_dt_ns:
             self.warnings["pose_dt"] = (
                 f"pose taken {f.pose_dt_ns / 1e6:+.0f} ms from the image stamp (nearest, not "
@@ -139,29 +113,14 @@ class IngestWorker:
             )
         try:
             frame = Frame(
-                rgb, depth, cam.k, k_depth, f.cam_to_world, f.stamp_ns, camera_frame=f.camera_frame
-            )
+                d.rgb, d.depth, d.k_rgb, d.k_depth, f.cam_to_world, f.stamp_ns,
+                camera_frame=f.camera_frame, pixel_map=d.pixel_map,
+            )  # fmt: skip
         except GeometryError as exc:
             raise InputProblem("depth/image", str(exc)) from exc
         if self.scene.add(frame, current=lambda: f.epoch == self._epoch()) is not None:
             self._on_keyframe()
 
-    def _decode(self, data: bytes, source: str) -> serialized.ImageView:
-        """A raw image message, read in place and size-checked."""
-        try:
-            view = serialized.image_view_from_serialized(data)
-            convert.check_image_size(view, self.max_image_pixels)
-        except convert.ConversionError as exc:
-            raise InputProblem(source, str(exc)) from exc
-        return view
-
     def _hold(self, key: str, warning: str) -> None:
         if warning:
             self.warnings[key] = warning
-
-
-def _converted(fn: Callable, arg: object, source: str) -> object:
-    try:
-        return fn(arg)
-    except convert.ConversionError as exc:
-        raise InputProblem(source, str(exc)) from exc

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from geometry_msgs.msg import Point, Pose, Quaternion
 from nav_msgs.msg import Odometry
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image
 
 from llava3d_ros.guard import Guard
 from llava3d_ros.query.clicks import CameraView
@@ -24,6 +24,7 @@ from llava3d_ros.ros import convert, serialized
 from llava3d_ros.ros.cameras import CameraFeed, make_synchronizer
 from llava3d_ros.ros.diagnostics import Health
 from llava3d_ros.ros.helper_nodes import SensorInputs
+from llava3d_ros.ros.images import FrameDecoder
 from llava3d_ros.ros.params import Settings
 from llava3d_ros.ros.tf import TfInput
 from llava3d_ros.scene.sync import AutoPoses, SyncedFrame, TfPoses, TopicPoses
@@ -65,6 +66,9 @@ class SensorFeed:
             time_jump_ns=int(s.time_jump_threshold_s * 1e9),
             use_tf2_ros=None if s.tf_backend == "auto" else s.tf_backend == "tf2_ros",
         )
+        self.decoder = FrameDecoder(
+            s.rgb_transport, s.depth_transport, s.max_image_pixels, self._depth_to_color
+        )
         pose_topic = {"pose": "pose", "odom": "odom", "auto": "pose", "tf": ""}[s.pose_source]
         self.cameras = [
             CameraFeed(
@@ -72,9 +76,15 @@ class SensorFeed:
                 make_synchronizer(s, self._poses(), name, self._on_drop, self._saw_time_jump),
                 pose_topic,
                 s.recent_frames_held,
+                self.decoder,
             )
             for name in dict.fromkeys(n.strip("/") for n in s.cameras)
         ]
+        self._fixed_depth_to_color = (
+            convert.rigid_from_quaternion(list(s.depth_to_color[:3]), list(s.depth_to_color[3:]))
+            if any(s.depth_to_color[3:])
+            else None
+        )
         self.epoch = 0  # time lines: one more at each time jump (read without the lock)
         self.errors: dict[str, str] = {}
         self.error_counts: collections.Counter[str] = collections.Counter()
@@ -86,6 +96,20 @@ class SensorFeed:
         self._camera_in_base = convert.pose_to_matrix(
             Pose(position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))
         )
+
+    def _depth_to_color(
+        self, color_frame: str, depth_frame: str, stamp_ns: int
+    ) -> np.ndarray | str:
+        """The depth camera in the colour camera: the depth_to_color parameter, else TF."""
+        if self._fixed_depth_to_color is not None:
+            return self._fixed_depth_to_color
+        try:
+            return self.tf.lookup(color_frame, depth_frame, stamp_ns)
+        except Exception as first:  # not at the stamp: the extrinsic is static, take the latest
+            try:
+                return self.tf.lookup(color_frame, depth_frame, 0)
+            except Exception:
+                return f"TF: {first}"
 
     def _poses(self) -> TopicPoses | TfPoses | AutoPoses:
         s = self.settings
@@ -104,27 +128,27 @@ class SensorFeed:
         # gated inputs: only the newest waits in DDS while the gate is shut
         image_qos = sensor_qos(self.settings, depth=1) if sensors.gate.gating else qos
         for cam in self.cameras:
-            for topic, msg_type, gated in cam.topics():
+            for name, topic, msg_type, gated in cam.topics():
                 # Raw (serialized) where it pays: images are deserialised only for the frames
                 # kept, camera_info once per calibration, PoseStamped read in place.
                 raw = msg_type is not Odometry
                 sensors.subscribe(
-                    cam.key(topic),
+                    cam.key(name),
                     msg_type,
                     resolve(cam.key(topic)),
-                    self._callback(cam, topic),
+                    self._callback(cam, name, msg_type),
                     image_qos if gated else qos,
                     raw,
                     gated,
                 )
         self.tf.subscribe(sensors, tf_node)
 
-    def _callback(self, cam: CameraFeed, topic: str) -> Callable[[Any], None]:
+    def _callback(self, cam: CameraFeed, topic: str, msg_type: type) -> Callable[[Any], None]:
         if topic == "pose":
             return lambda data: self._on_pose(cam, data)
         if topic == "odom":
             return lambda msg: self._on_odom(cam, msg)
-        return lambda data: self._on_raw(cam, topic, data)
+        return lambda data: self._on_raw(cam, topic, msg_type, data)
 
     # ------------------------------------------------------------------ problems
     def input_error(self, name: str, message: str) -> None:
@@ -194,12 +218,12 @@ class SensorFeed:
 
     poll = _on_tf
 
-    def _on_raw(self, cam: CameraFeed, topic: str, data: bytes) -> None:
+    def _on_raw(self, cam: CameraFeed, topic: str, msg_type: type, data: bytes) -> None:
         """A raw image or camera_info: stamp peeked, an image's size bounded, then synchronised."""
         key = cam.key(topic)
         cam.rates[topic].tick()
         try:
-            stamp = serialized.serialized_stamp_ns(data, Image)
+            stamp = serialized.serialized_stamp_ns(data, msg_type)
             if topic.endswith("image"):
                 serialized.check_serialized_size(data, self.settings.max_image_pixels)
         except convert.ConversionError as exc:

@@ -189,7 +189,7 @@ class Llava3dNode(LifecycleNode):
         self._rate_limiter = ClientRateLimiter(s.client_rate_hz, s.client_burst)
         self._ingest = IngestWorker(
             self._scene,
-            s.max_image_pixels,
+            self._feed.decoder,
             report=self._feed.input_error,
             on_keyframe=self._on_keyframe,
             epoch=lambda: self._feed.epoch,
@@ -211,7 +211,7 @@ class Llava3dNode(LifecycleNode):
             self.buffer,
             self._scene_lock,
             self._guard,
-            on_moved=self._on_keyframe,
+            on_moved=lambda: self._on_keyframe(corrected=True),
         )
         self._corrections.subscribe(self._sensors, self.resolve_topic_name)
         self._server = QueryServer(
@@ -391,12 +391,13 @@ class Llava3dNode(LifecycleNode):
         if ingest is not None:
             ingest.put(frames)
 
-    def _on_keyframe(self) -> None:
+    def _on_keyframe(self, corrected: bool = False) -> None:
+        """A keyframe came (or ``corrected``: keyframes were re-posed): the RViz views follow."""
         self._feed.clear_error("depth/image")
         with self._scene_lock:
             kfs = [self.buffer.keyframe(i) for i in self.buffer.frame_ids()]
         if self._visuals is not None:
-            self._visuals.scene(kfs)
+            self._visuals.scene(kfs, force=corrected)
 
     def _on_time_jump(self, old_ns: int, new_ns: int) -> None:
         """Sensor time ran backwards (a restarted bag or simulator): reset or re-time the scene.
@@ -460,6 +461,9 @@ class Llava3dNode(LifecycleNode):
             return
         if self._feed is not None and self._active:
             self._guard.run("tf poll", self._feed.poll)  # frames still waiting for TF
+        visuals = self._visuals
+        if visuals is not None:
+            visuals.flush()  # a scene cloud the rate limit held back
         h = self.health()
         self._diag_pub.publish(
             diagnostic_array(h, self.get_fully_qualified_name(), self.get_clock().now().nanoseconds)

@@ -98,6 +98,27 @@ PARAMS: tuple[Param, ...] = (
         (0, 1000),
     ),
     Param(
+        "rgb_transport",
+        "raw",
+        "colour input: raw (rgb/image) or compressed (rgb/image/compressed: JPEG or PNG, as "
+        "image_transport publishes it)",
+        choices=("raw", "compressed"),
+    ),
+    Param(
+        "depth_transport",
+        "raw",
+        "depth input: raw (depth/image) or compressedDepth (depth/image/compressedDepth: "
+        "16UC1 or 32FC1 PNG, or RVL)",
+        choices=("raw", "compressedDepth"),
+    ),
+    Param(
+        "depth_to_color",
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        "depth camera pose in the colour camera (x y z qx qy qz qw), used to register depth "
+        "that has its own camera_info and frame when TF does not connect the two; all zeros = "
+        "not given (TF)",
+    ),
+    Param(
         "clicked_point_global",
         True,
         "also take clicks from the absolute /clicked_point (RViz's Publish Point tool) when the "
@@ -313,6 +334,8 @@ class _SettingsBase:
                 raise ValueError(
                     f"parameter {p.name}={values[p.name]!r} must be one of {', '.join(p.choices)}"
                 )
+        if len(values["depth_to_color"]) != 7:
+            raise ValueError("parameter depth_to_color needs 7 numbers: x y z qx qy qz qw")
         if len(values["camera_in_base"]) != 7:
             raise ValueError("parameter camera_in_base needs 7 numbers: x y z qx qy qz qw")
         if not values["cameras"] or len(set(values["cameras"])) != len(values["cameras"]):

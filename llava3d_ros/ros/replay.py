@@ -5,6 +5,12 @@ they know replays the same way; stamps keep their recorded spacing, scaled by ``
 ``--synthetic SEED`` plays the generated room SEED (``synthetic.sequence``: the demo's views of
 the embedded model's own world) the same way, stamped at ``--fps``. Progress goes to stdout as
 plain lines (what is replayed, a line every ~2 s, one per loop, a summary) unless ``--quiet``.
+
+A rosbag2 (mcap or sqlite3) that holds robot topics (``/tf``/``/tf_static``, CompressedImage,
+Odometry), or any rosbag2 given ``--map FROM=TO`` or ``--as-recorded``, is played as recorded
+by ``ros.bag_replay`` (every topic's bytes unchanged, renamed by ``--map``); a bag of raw
+Image + CameraInfo + PoseStamped topics alone is read into frames and published on the node's
+input topics like a dataset folder.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -39,8 +46,11 @@ LOOP_LINE_MIN_S = 1.0  # fast loops (a short sequence at a high --rate) would fl
 class Progress:
     """Plain progress lines on stdout, flushed (silent when ``quiet``)."""
 
-    def __init__(self, quiet: bool, every_s: float = PROGRESS_EVERY_S) -> None:
+    def __init__(
+        self, quiet: bool, every_s: float = PROGRESS_EVERY_S, unit: str = "frames"
+    ) -> None:
         self.quiet = quiet
+        self.unit = unit
         self.every_s = every_s
         self.t0 = self._last_t = time.monotonic()
         self.sent = self._last_sent = 0
@@ -53,7 +63,7 @@ class Progress:
             print(line, flush=True)
 
     def start(self, what: str, frames: int, pace: str) -> None:
-        self.say(f"replaying {what}: {frames} frames, {pace}")
+        self.say(f"replaying {what}: {frames} {self.unit}, {pace}")
 
     def begin(self) -> None:
         """The clock of the rates starts (after the wait for subscribers)."""
@@ -64,14 +74,14 @@ class Progress:
         now = time.monotonic()
         if now - self._last_t >= self.every_s:
             hz = (self.sent - self._last_sent) / (now - self._last_t)
-            self.say(f"sent {self.sent} frames, loop {self.loop}, {hz:.1f} Hz")
+            self.say(f"sent {self.sent} {self.unit}, loop {self.loop}, {hz:.1f} Hz")
             self._last_t, self._last_sent = now, self.sent
 
     def loop_done(self, frames: int) -> None:
         """One line per loop; loops shorter than ``LOOP_LINE_MIN_S`` are said at most that often."""
         now = time.monotonic()
         if self._last_loop_line is None or now - self._last_loop_line >= LOOP_LINE_MIN_S:
-            self.say(f"loop {self.loop} done: {frames} frames")
+            self.say(f"loop {self.loop} done: {frames} {self.unit}")
             self._last_loop_line = now
         self.loop += 1
 
@@ -86,7 +96,7 @@ class Progress:
         loops = self.loop - 1
         mean = self.sent / wall if wall > 0 else 0.0
         return (
-            f"replayed {self.sent} frames in {wall:.1f} s ({mean:.1f} Hz mean), "
+            f"replayed {self.sent} {self.unit} in {wall:.1f} s ({mean:.1f} Hz mean), "
             f"{loops} loop{'s' if loops != 1 else ''}"
         )
 
@@ -111,11 +121,36 @@ def _open(args: argparse.Namespace):
     return reader, what, f"recorded spacing x{args.rate:g}"
 
 
+def _bag_as_recorded(args: argparse.Namespace) -> Path | None:
+    """The rosbag2 to play as recorded (``ros.bag_replay``), or None for the frame readers."""
+    from llava3d_ros.scene.readers.rosbag import is_rosbag2
+
+    forced = bool(getattr(args, "map", None)) or getattr(args, "as_recorded", False)
+    source = Path(args.source).expanduser() if args.source else None
+    if source is None or getattr(args, "synthetic", None) is not None or not is_rosbag2(source):
+        if forced:
+            raise DatasetError("--map and --as-recorded apply to a rosbag2 source only")
+        return None
+    from llava3d_ros.ros.bag_replay import wants_passthrough
+
+    return source if forced or wants_passthrough(source) else None
+
+
 def main(args: argparse.Namespace, ros_args: list[str]) -> int:
     """Publish the recording; returns 0 when every frame went out."""
     if not args.rate > 0:
         print("llava3d-ros replay: --rate must be > 0", file=sys.stderr)
         return 2
+    try:
+        bag = _bag_as_recorded(args)
+    except (DatasetError, OSError, ValueError) as exc:
+        print(f"llava3d-ros replay: {exc}", file=sys.stderr)
+        return 2
+    if bag is not None:
+        from llava3d_ros.ros import bag_replay
+
+        progress = Progress(getattr(args, "quiet", False), unit="messages")
+        return bag_replay.main(args, ros_args, bag, progress)
     try:
         reader, what, pace = _open(args)
     except (DatasetError, OSError, ValueError) as exc:

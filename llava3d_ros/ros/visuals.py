@@ -174,6 +174,7 @@ class Visuals:
         self._last_result: AnswerResult | None = None
         self._points_published = -1e9
         self._points_cache: dict[int, tuple] = {}
+        self._pending: list[Keyframe] | None = None  # a cloud held back by the rate limit
 
     def destroy(self) -> None:
         pubs, self._pubs = self._pubs, {}
@@ -209,12 +210,25 @@ class Visuals:
         if result.success and newest is not None:
             self._guard.run("debug_image", lambda: self._debug_image(newest))
 
-    def scene(self, keyframes: list[Keyframe]) -> None:
-        """After a new keyframe: the debug image of the newest one, the cloud at most once a second."""
+    def scene(self, keyframes: list[Keyframe], force: bool = False) -> None:
+        """After a new keyframe: the debug image of the newest one, the cloud at most once a second.
+
+        A cloud held back by that limit goes out at the next ``flush`` (the node calls it
+        periodically), so the last keyframes of a stream are never missing from it;
+        ``force`` (keyframes re-posed) sends it at once.
+        """
         if not keyframes:
             return
         self._guard.run("debug_image", lambda: self._debug_image(keyframes[-1].frame))
+        if force:
+            self._points_published = -1e9
         self._guard.run("scene_points", lambda: self._scene_points(keyframes))
+
+    def flush(self) -> None:
+        """Send a cloud the rate limit held back, once the limit allows."""
+        pending = self._pending
+        if pending is not None:
+            self._guard.run("scene_points", lambda: self._scene_points(pending))
 
     def _debug_image(self, frame: Frame) -> None:
         if "debug_image" not in self._pubs:
@@ -225,8 +239,12 @@ class Visuals:
 
     def _scene_points(self, keyframes: list[Keyframe]) -> None:
         now = time.monotonic()
-        if "scene_points" not in self._pubs or now - self._points_published < SCENE_POINTS_PERIOD_S:
+        if "scene_points" not in self._pubs:
             return
+        if now - self._points_published < SCENE_POINTS_PERIOD_S:
+            self._pending = keyframes
+            return
+        self._pending = None
         self._points_published = now
         cache, self._points_cache = self._points_cache, {}
         for kf in keyframes:  # per keyframe once (again only when its pose was corrected)

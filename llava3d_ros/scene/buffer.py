@@ -412,8 +412,20 @@ class FrameBuffer:
         return SceneViews(out, self.alignment.copy(), stamps, latest, latest - max(stamps))
 
     def click(self, frame_id: int, u: float, v: float, window: int = 7) -> np.ndarray:
-        """Aligned-world point of colour pixel (u, v) (full resolution) in keyframe ``frame_id``."""
+        """Aligned-world point of colour pixel (u, v) (full resolution) in keyframe ``frame_id``.
+
+        (u, v) is in the image the user saw: through the lens, when it distorts.
+        """
         f = self.keyframe(frame_id).frame
+        w, h = f.rgb.shape[1], f.rgb.shape[0]
+        if (
+            f.pixel_map is not None
+            and np.isfinite(u)
+            and np.isfinite(v)
+            and 0 <= u < w
+            and 0 <= v < h
+        ):
+            u, v = f.pixel_map(u, v)
         p = click_to_world(
             u,
             v,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,8 @@ class Frame:
     stamp_ns: int
     frame_id: int = -1
     camera_frame: str = ""  # the optical frame of the camera that took it ("" = the only one)
+    # a pixel of the image the user saw (distorted by the lens) → its place in ``rgb``
+    pixel_map: Callable[[float, float], tuple[float, float]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.rgb, np.ndarray) or self.rgb.dtype != np.uint8:

@@ -33,6 +33,15 @@ from .test_replay_click import LATCHED, Inbox, _smooth_pixel
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 OPTICAL = "camera_color_optical_frame"
+# every frame sent arrives (reliable) and is kept: which frames are keyframes is known
+EVERY_FRAME_A_KEYFRAME = (
+    "world_frame:=map",
+    "sensor_qos:=reliable",
+    "ingest_rate_hz:=0.0",
+    "keyframe_min_translation_m:=0.0",
+    "keyframe_min_rotation_deg:=0.0",
+    "max_new_tokens:=4",
+)
 HELD_OUT = 10  # this frame's images are never sent: only its pose exists (through TF)
 
 
@@ -89,15 +98,7 @@ def test_tf_posed_robot_clicks_and_slam_corrections(node_factory, ros_context, r
 
     h = harness(request.config)
     frames = seven_scenes_frames()
-    node = node_factory(
-        "world_frame:=map",
-        "sensor_qos:=reliable",
-        "ingest_rate_hz:=0.0",
-        "keyframe_min_translation_m:=0.0",
-        "keyframe_min_rotation_deg:=0.0",
-        "max_new_tokens:=4",
-        name="llava3d",
-    )
+    node = node_factory(*EVERY_FRAME_A_KEYFRAME, name="llava3d")
     client = Llava3dClient("/llava3d", ros_context)
     pub_node = rclpy.create_node("robot", context=ros_context)
     cam = FramePublisher(pub_node, camera_frame=OPTICAL)
@@ -215,16 +216,8 @@ def test_two_cameras_one_scene(node_factory, ros_context, request):
 
     h = harness(request.config)
     frames = seven_scenes_frames()
-    node_factory(
-        "world_frame:=map",
-        "cameras:=[front, rear]",
-        "sensor_qos:=reliable",
-        "ingest_rate_hz:=0.0",
-        "keyframe_min_translation_m:=0.0",
-        "keyframe_min_rotation_deg:=0.0",
-        "max_new_tokens:=4",
-        "num_views:=16",
-        name="llava3d",
+    node = node_factory(
+        *EVERY_FRAME_A_KEYFRAME, "cameras:=[front, rear]", "num_views:=16", name="llava3d"
     )
     client = Llava3dClient("/llava3d", ros_context)
     pub_node = rclpy.create_node("rig", context=ros_context)
@@ -270,3 +263,93 @@ def test_two_cameras_one_scene(node_factory, ros_context, request):
         client._executor.remove_node(pub_node)
         pub_node.destroy_node()
         client.close()
+        node.stop()
+
+
+def test_compressed_images_through_a_distorting_lens(node_factory, ros_context, request):
+    """JPEG colour and compressedDepth PNG from a plumb_bob lens (k1 −0.28): corner clicks land."""
+    import rclpy
+    from geometry.test_compressed import publish_color, publish_depth
+    from geometry.test_distortion import PLUMB_BOB, _corner_clicks, _warped_frame
+    from sensor_msgs.msg import CompressedImage
+
+    from llava3d_ros.ros.publish import SENSOR_PUB_QOS, camera_info
+
+    h = harness(request.config)
+    frames = seven_scenes_frames(1)  # frame 150, which _warped_frame warps
+    _, depth, rgb_d, depth_d, k = _warped_frame()
+    node = node_factory(
+        *EVERY_FRAME_A_KEYFRAME,
+        "rgb_transport:=compressed",
+        "depth_transport:=compressedDepth",
+        name="llava3d",
+    )
+    client = Llava3dClient("/llava3d", ros_context)
+    pub_node = rclpy.create_node("lens", context=ros_context)
+    rgb_pub = pub_node.create_publisher(CompressedImage, "rgb/image/compressed", SENSOR_PUB_QOS)
+    depth_pub = pub_node.create_publisher(
+        CompressedImage, "depth/image/compressedDepth", SENSOR_PUB_QOS
+    )
+    cam = FramePublisher(pub_node, camera_frame=OPTICAL)  # camera_info and pose
+    client._executor.add_node(pub_node)
+    try:
+        client.wait_for_node(60)
+        h.wait_for(lambda: depth_pub.get_subscription_count() > 0, 30, "compressedDepth sub")
+        t = _stamp(frames[0])
+        pose = PoseStamped(header=Header(frame_id="map", stamp=ns_to_stamp(t)))
+        pose.pose = matrix_to_pose(frames[0]["pose"])
+        info = camera_info(k, 640, 480, t, OPTICAL)
+        info.d = list(PLUMB_BOB)
+        header = Header(frame_id=OPTICAL, stamp=ns_to_stamp(t))
+        fmt, data = publish_color(rgb_d, "rgb8", "jpeg")
+        color = CompressedImage(header=header, format=fmt, data=data)
+        fmt, data = publish_depth(depth_d, "png")
+        depth_msg = CompressedImage(header=header, format=fmt, data=data)
+        cam.pose.publish(pose)
+        cam.info.publish(info)
+        depth_pub.publish(depth_msg)
+        rgb_pub.publish(color)
+        misses = []
+        for distorted_uv, _, truth_cam, _ in _corner_clicks(depth, k, per_corner=2):
+            u, v = (float(x) for x in distorted_uv)
+            answer = client.query(_prompt(_pixel(u, v, t)), timeout=60)
+            if answer.code == Answer.NO_SCENE:  # the one frame is still on its way
+                h.wait_for(
+                    lambda: client.query(_prompt(), timeout=60).code == Answer.OK, 30, "the frame"
+                )
+                answer = client.query(_prompt(_pixel(u, v, t)), timeout=60)
+            assert answer.code == Answer.OK, answer.message
+            truth = (frames[0]["pose"] @ np.append(truth_cam, 1.0))[:3]
+            misses.append(np.linalg.norm(_xyz(answer.click_points[0]) - truth))
+        print(
+            f"\ncorner clicks through the lens (compressed inputs): mean "
+            f"{np.mean(misses) * 100:.2f} cm, max {np.max(misses) * 100:.2f} cm"
+        )
+        assert np.max(misses) < 0.03
+        # a corrupt JPEG is an input error in /diagnostics, never a crash
+        diag = Diagnostics(pub_node)
+        t2 = t + 100_000_000
+        pose.header.stamp = ns_to_stamp(t2)
+        pose.pose.position.x += 0.5
+        info.header.stamp = ns_to_stamp(t2)
+        header = Header(frame_id=OPTICAL, stamp=ns_to_stamp(t2))
+        cam.pose.publish(pose)
+        cam.info.publish(info)
+        depth_pub.publish(
+            CompressedImage(header=header, format=depth_msg.format, data=depth_msg.data)
+        )
+        rgb_pub.publish(
+            CompressedImage(
+                header=header, format="rgb8; jpeg compressed bgr8", data=b"\xff\xd8garbage"
+            )
+        )
+        h.wait_for(
+            lambda: "JPEG" in diag.get("last_error.rgb/image", "").upper(), 20, "the decode error"
+        )
+        assert client.query(_prompt(), timeout=60).code == Answer.OK
+        assert node.alive()
+    finally:
+        client._executor.remove_node(pub_node)
+        pub_node.destroy_node()
+        client.close()
+        node.stop()
