@@ -124,6 +124,11 @@ class ClickResolver:
             )
         if view.undistort is not None:
             u, v = view.undistort(u, v)
+            if not (0.0 <= u < w and 0.0 <= v < h):
+                raise GeometryError(
+                    f"click ({click.u}, {click.v}) lies outside the image once undistorted "
+                    f"({u:.1f}, {v:.1f}): the lens shows no pinhole pixel there"
+                )
         if view.depth_m is not None:
             k_depth = view.k_rgb if view.k_depth is None else view.k_depth
             return click_to_world(

@@ -353,3 +353,57 @@ def test_compressed_images_through_a_distorting_lens(node_factory, ros_context, 
         pub_node.destroy_node()
         client.close()
         node.stop()
+
+
+def test_depth_from_its_own_camera_is_registered_over_tf(node_factory, ros_context, request):
+    """Depth with its own camera_info and frame, 2.5 cm from colour (TF static): clicks land."""
+    import rclpy
+    from geometry.test_registration import K_COLOR, K_DEPTH, SIZE, render
+
+    from llava3d_ros.ros.convert import array_to_image
+    from llava3d_ros.ros.publish import camera_info
+
+    h = harness(request.config)
+    node = node_factory(*EVERY_FRAME_A_KEYFRAME, "use_depth_camera_info:=true", name="llava3d")
+    client = Llava3dClient("/llava3d", ros_context)
+    pub_node = rclpy.create_node("unaligned", context=ros_context)
+    cam = FramePublisher(pub_node, camera_frame="color_optical")
+    depth_info = pub_node.create_publisher(
+        type(camera_info(K_DEPTH, *SIZE, 0, "")), "depth/camera_info", 10
+    )
+    tf = TfPublisher(pub_node)
+    client._executor.add_node(pub_node)
+    try:
+        client.wait_for_node(60)
+        h.wait_for(lambda: cam.wait_for_subscribers(0.1), 30, "the node's subscriptions")
+        color_t_depth = _rigid((-0.025, 0.0, 0.0), (0.0, 0.0, 0.0))
+        tf.static("color_optical", "depth_optical", color_t_depth)
+        depth_m = render(K_DEPTH, SIZE, color_t_depth)  # the depth camera's own view
+        reference = render(K_COLOR, SIZE, np.eye(4))  # the colour camera's view
+        t = 1_000_000_000
+        rgb = np.random.default_rng(0).integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
+        pose = PoseStamped(header=Header(frame_id="map", stamp=ns_to_stamp(t)))
+        pose.pose = matrix_to_pose(np.eye(4))
+        cam.pose.publish(pose)
+        cam.info.publish(camera_info(K_COLOR, *SIZE, t, "color_optical"))
+        depth_info.publish(camera_info(K_DEPTH, *SIZE, t, "depth_optical"))
+        mm = np.nan_to_num(depth_m * 1000.0).astype(np.uint16)
+        cam.depth.publish(array_to_image(mm, "16UC1", t, "depth_optical"))
+        cam.rgb.publish(array_to_image(rgb, "rgb8", t, "color_optical"))
+        h.wait_for(lambda: client.query(_prompt(), timeout=60).code == Answer.OK, 30, "the frame")
+        misses = []
+        # just inside the box's left edge (u 196 in colour, 205 in depth) and on the box's
+        # middle: taken as registered, the first two would read the wall 1 m behind
+        for u, v in ((201.0, 240.0), (203.0, 200.0), (300.0, 240.0), (420.0, 280.0)):
+            answer = client.query(_prompt(_pixel(u, v, t)), timeout=60)
+            assert answer.code == Answer.OK, answer.message
+            d = reference[int(v), int(u)]
+            truth = np.array([(u - K_COLOR[0, 2]) * d / 500.0, (v - K_COLOR[1, 2]) * d / 500.0, d])
+            misses.append(np.linalg.norm(_xyz(answer.click_points[0]) - truth))
+        print(f"\nclicks on registered depth (2.5 cm baseline): max {max(misses) * 100:.2f} cm")
+        assert max(misses) < 0.01
+    finally:
+        client._executor.remove_node(pub_node)
+        pub_node.destroy_node()
+        client.close()
+        node.stop()
