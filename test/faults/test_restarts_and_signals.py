@@ -85,6 +85,7 @@ def test_a_replay_run_twice_is_ingested_and_said(policy, node_factory, side, req
     node = _start(
         node_factory, ns, f"time_jump_policy:={policy}", "ingest_rate_hz:=0.0",
         "diagnostics_period_s:=0.2", "max_new_tokens:=2",
+        "sensor_qos:=reliable",  # every frame counted: best effort may lose the first ones
     )  # fmt: skip
     diag = NodeDiagnostics(side, f"/{ns}/llava3d")
     client = Llava3dClient(f"/{ns}/llava3d", side.context)
