@@ -17,6 +17,7 @@ from llava3d_ros.answer import AnswerResult, QueryError, ResultCode, Timings
 from llava3d_ros.geometry.errors import GeometryError
 from llava3d_ros.model.answers import parse_boxes_with_spans, span_score, token_ends
 from llava3d_ros.model.box_grammar import BoxConstraint, BoxGrammar
+from llava3d_ros.model.fast_decode import StaticDecoder, resolve_decode_path
 from llava3d_ros.model.features import FeatureCache
 from llava3d_ros.model.generate import SamplingConfig, decode, forward_embeds
 from llava3d_ros.model.labels import box_labels
@@ -62,7 +63,11 @@ class Engine:
         reuse_prefix: bool = True,
         vision_batch: int = 8,
         constrain_boxes: bool = True,
+        decode_path: str = "auto",
     ) -> None:
+        """``decode_path``: ``eager`` (``generate.decode`` over the growing DynamicCache),
+        ``static`` (``fast_decode.StaticDecoder``: static KV cache, step compiled on CUDA) or
+        ``auto`` (static on CUDA, eager elsewhere)."""
         if max_scene_tokens < 1 or voxel_size <= 0 or vision_batch < 1:
             raise ValueError("max_scene_tokens, voxel_size and vision_batch must be positive")
         self.bundle: ModelBundle | None = bundle
@@ -86,6 +91,8 @@ class Engine:
         tok = bundle.tokenizer
         # inside "[...]" only tokens that keep it a readable box (model/box_grammar.py)
         self.box_grammar = BoxGrammar(tok.token_texts(), tok.eos_id) if constrain_boxes else None
+        self.decode_path = resolve_decode_path(decode_path, bundle.device)
+        self._static: StaticDecoder | None = None  # built on first use (static path only)
         cfg = bundle.vision.config
         self.image_size = cfg.image_size
         self.grid = cfg.image_size // cfg.patch_size
@@ -97,6 +104,20 @@ class Engine:
     @property
     def model_id(self) -> str:
         return self._model_id
+
+    @property
+    def decode_path_note(self) -> str:
+        """Which decode path runs, and (static) whether its step is compiled or why not."""
+        if self.decode_path == "eager":
+            return "eager: generate.decode over a DynamicCache"
+        if self._static is None:
+            return "static: not used yet"
+        return f"static: {self._static.note}"
+
+    def _static_decoder(self) -> StaticDecoder:
+        if self._static is None:
+            self._static = StaticDecoder(self.bundle.lm)
+        return self._static
 
     def forget_scenes(self) -> None:
         """Drop the cached CLIP features and scene prefix.
@@ -112,11 +133,14 @@ class Engine:
     def _drop_caches(self) -> None:
         self._prefix = None
         self.features.clear()
+        if self._static is not None:  # keep its buffers and compiled step, not what they hold
+            self._static.forget()
 
     def release(self) -> None:
         """Drop the model, caches and (on GPU) the allocator's cached blocks."""
         with self._lock:
             self._drop_caches()
+            self._static = None
             self.bundle = None
             gc.collect()
             if torch.cuda.is_available():
@@ -163,6 +187,7 @@ class Engine:
                 # drop everything recomputable so the next query starts from the weights alone
                 self._prefix = None
                 self.features.clear()
+                self._static = None  # its preallocated KV buffers too
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
@@ -173,6 +198,8 @@ class Engine:
                 )
             except (RuntimeError, ValueError) as exc:
                 self._prefix = None
+                if self._static is not None:
+                    self._static.forget()
                 result.code, result.message = ResultCode.MODEL_ERROR, f"model failure: {exc}"
             finally:
                 if self._prefix is not None:  # drop this query's tokens; keep the scene prefix
@@ -257,6 +284,10 @@ class Engine:
                 cache, n_scene = DynamicCache(config=b.lm.config), scene.shape[0]
                 logits = forward_embeds(b.lm, torch.cat([prefix_embeds, suffix]), cache)
             result.scene_tokens = n_scene
+            static = None
+            if self.decode_path == "static":  # the prompt's KV into the static cache
+                static = self._static_decoder()
+                static.load(cache, sampling.max_new_tokens, prefix, prefix.length if prefix else 0)
             if dropped:  # only when voxels were really left out, not whenever the cap is lower
                 why = (
                     f"to fit the {self.context}-token context"
@@ -279,17 +310,22 @@ class Engine:
         constraint = BoxConstraint(self.box_grammar) if self.box_grammar else None
         probs: list[float] = []
         try:
-            tokens = decode(
-                b.lm,
-                cache,
-                logits,
-                sampling,
-                tok.eos_id,
-                _emit,
-                cancel,
-                constraint,
-                token_probs=probs,
-            )
+            if static is not None:
+                tokens = static.decode(
+                    logits, sampling, tok.eos_id, _emit, cancel, constraint, token_probs=probs
+                )
+            else:
+                tokens = decode(
+                    b.lm,
+                    cache,
+                    logits,
+                    sampling,
+                    tok.eos_id,
+                    _emit,
+                    cancel,
+                    constraint,
+                    token_probs=probs,
+                )
         finally:
             timings.decode_s = time.perf_counter() - t
         self.last_tokens, self.last_token_probs = tokens, probs

@@ -42,5 +42,6 @@ def load_engine(s: Settings) -> Engine:
         max_new_tokens=s.max_new_tokens,
         temperature=s.temperature,
         constrain_boxes=s.constrain_boxes,
+        decode_path=s.decode_path,
         feature_cache_size=max(64, 2 * s.num_views),
     )

@@ -229,6 +229,14 @@ PARAMS: tuple[Param, ...] = (
         "numbers, positive extents); false = the model's own tokens",
     ),
     Param(
+        "decode_path",
+        "auto",
+        "answer decoding: auto (static on CUDA, eager elsewhere), eager (KV cache grown every "
+        "token, one Python step per token) or static (preallocated KV cache; per-token step "
+        "compiled into a CUDA graph on CUDA, uncompiled on CPU)",
+        choices=("auto", "eager", "static"),
+    ),
+    Param(
         "max_pending_queries",
         4,
         "queries waiting beyond the running one; more get BUSY at once",
