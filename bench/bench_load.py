@@ -29,7 +29,7 @@ from llava3d_ros.procstats import (
     rss_trend,
     stop_process,
 )
-from llava3d_ros.ros.dds import loopback_env
+from llava3d_ros.ros.dds import loopback_env, profile_variable
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = (REPO / ".." / "shared" / "data" / "7scenes-redkitchen").resolve()
@@ -244,10 +244,7 @@ def run_load(
     env["PYTHONUNBUFFERED"] = "1"
     # this process's clients must be on the same loopback domain as the node
     os.environ.update(
-        {
-            k: env[k]
-            for k in ("ROS_DOMAIN_ID", "RMW_IMPLEMENTATION", "FASTDDS_DEFAULT_PROFILES_FILE")
-        }
+        {k: env[k] for k in ("ROS_DOMAIN_ID", "RMW_IMPLEMENTATION", profile_variable())}
     )
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="llava3d-load-"))
     node, replay = start_node_and_replay(env, log_dir, data, node_params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +12,21 @@ LOOPBACK_PROFILE = Path(__file__).resolve().parents[1] / "assets" / "fastdds-loo
 # Variables that would override the profile's transports (rmw rebinds 0.0.0.0 when set),
 # or re-run the PyPI wheels' bootstrap under the wrong interpreter.
 _CONFLICTING = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "ROS_LOCALHOST_ONLY")
+
+
+def profile_variable() -> str:
+    """The variable through which this Fast DDS reads an XML profile file.
+
+    Fast DDS 3 (Kilted and later) reads FASTDDS_DEFAULT_PROFILES_FILE; Fast DDS 2 (Humble,
+    Jazzy) only FASTRTPS_DEFAULT_PROFILES_FILE, and ignores the profile otherwise (sockets on
+    every interface, multicast discovery, images over 0.5 MB lost). Kilted's rmw warns about
+    the old name, so only the one that counts is set.
+    """
+    try:  # the PyPI wheels: ros-fastrtps (2.x, Jazzy) or ros-fastdds (3.x, Kilted)
+        fast_dds_2 = importlib.metadata.version("ros-fastrtps").startswith("2.")
+    except importlib.metadata.PackageNotFoundError:  # a full ROS 2 install: its setup.bash
+        fast_dds_2 = os.environ.get("ROS_DISTRO", "") in ("humble", "iron", "jazzy")
+    return "FASTRTPS_DEFAULT_PROFILES_FILE" if fast_dds_2 else "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
 def default_domain_id() -> int:
@@ -26,7 +42,9 @@ def loopback_env(
     for name in _CONFLICTING:
         env.pop(name, None)
     env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LOOPBACK_PROFILE)
+    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    env.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
+    env[profile_variable()] = str(LOOPBACK_PROFILE)
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)
     else:
