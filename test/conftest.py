@@ -17,6 +17,13 @@ from llava3d_ros.ros.dds import loopback_env
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 
+# A shell that starts pytest in the background (`make test &`) leaves SIGINT ignored, and
+# child processes inherit an ignored signal: the tests that stop a node or a replay with
+# SIGINT (as Ctrl-C would) would then wait in vain. A handled signal is reset to the
+# default in children, so handle it here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # One domain id per test run (and per xdist worker), set before anything imports rclpy.
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or "0"
 DOMAIN_ID = int(os.environ.get("LLAVA3D_TEST_DOMAIN_ID", 1 + (os.getpid() + int(_worker)) % 101))
