@@ -31,9 +31,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache, LlamaForCausalLM, StaticCache
 
-from llava3d_ros.answer import QueryError, ResultCode
 from llava3d_ros.model.box_grammar import BoxConstraint
-from llava3d_ros.model.generate import SamplingConfig
+from llava3d_ros.model.generate import SamplingConfig, sampling_generator, token_loop
 
 DECODE_PATHS = ("auto", "eager", "static")
 BUCKET = 256  # static cache lengths are multiples of this (fewer reallocations and recompiles)
@@ -252,42 +251,21 @@ class StaticDecoder:
         """``generate.decode`` over the loaded static cache (call :meth:`load` first)."""
         if self.cache is None:
             raise RuntimeError("StaticDecoder.decode before load")
-        gen = None
-        if cfg.temperature > 0:
-            gen = torch.Generator(device=logits.device)
-            if cfg.seed is None:
-                gen.seed()
-            else:
-                gen.manual_seed(cfg.seed)
-        out: list[int] = []
+        gen = sampling_generator(cfg, logits.device)
         lps: list[torch.Tensor] = []
-        if cancel is not None and cancel.is_set():
-            raise QueryError(ResultCode.CANCELED, "canceled before the first token")
 
-        def repick(masked: torch.Tensor) -> int:
-            return int(pick_on_device(masked, cfg, gen))
+        def step(tok: int) -> torch.Tensor:
+            if self.length >= self.capacity:  # load() sized it; only a caller bug gets here
+                raise RuntimeError(f"static KV cache full ({self.capacity} positions)")
+            return self._forward(tok)  # its output buffer is overwritten by the next replay
 
         try:
-            while True:
-                tok = int(pick_on_device(logits, cfg, gen))  # the one host sync per token
-                if constraint is not None:
-                    tok = constraint.check(logits, tok, repick)
-                if tok == eos_id:
-                    break
-                out.append(tok)
-                if token_probs is not None:
-                    lps.append(log_prob(logits, tok))
-                if on_token is not None:
-                    on_token(out)
-                if len(out) >= cfg.max_new_tokens:
-                    break
-                if cancel is not None and cancel.is_set():
-                    raise QueryError(ResultCode.CANCELED, f"canceled after {len(out)} tokens")
-                if self.length >= self.capacity:  # load() sized it; only a caller bug gets here
-                    raise RuntimeError(f"static KV cache full ({self.capacity} positions)")
-                logits = None  # the step's output buffer is overwritten by the next replay
-                logits = self._forward(tok)
+            return token_loop(
+                logits,
+                lambda lg: int(pick_on_device(lg, cfg, gen)),  # the one host sync per token
+                step, cfg.max_new_tokens, eos_id, on_token, cancel, constraint,
+                None if token_probs is None else (lambda lg, tok: lps.append(log_prob(lg, tok))),
+            )  # fmt: skip
         finally:
             if token_probs is not None and lps:
                 token_probs.extend(min(1.0, math.exp(v)) for v in torch.stack(lps).tolist())
-        return out

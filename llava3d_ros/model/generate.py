@@ -86,38 +86,69 @@ def decode(
     given, gets one entry per returned id: :func:`token_prob` of the id under the logits it
     was chosen from.
     """
-    gen = None
-    if cfg.temperature > 0:
-        gen = torch.Generator(device="cpu")
-        if cfg.seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(cfg.seed)
+    gen = sampling_generator(cfg, torch.device("cpu"))
     embed = lm.get_input_embeddings()
+
+    def step(tok: int) -> torch.Tensor:
+        ids = torch.tensor([[tok]], device=logits.device)
+        return lm(inputs_embeds=embed(ids), cache=cache, use_cache=True, logits_to_keep=1).logits[
+            0, -1
+        ]
+
+    record = (
+        None if token_probs is None else (lambda lg, tok: token_probs.append(token_prob(lg, tok)))
+    )
+    return token_loop(
+        logits, lambda lg: pick_token(lg, cfg, gen), step, cfg.max_new_tokens, eos_id,
+        on_token, cancel, constraint, record,
+    )  # fmt: skip
+
+
+def sampling_generator(cfg: SamplingConfig, device: torch.device) -> torch.Generator | None:
+    """The seeded generator sampling draws from (None for greedy decoding)."""
+    if cfg.temperature <= 0:
+        return None
+    gen = torch.Generator(device=device)
+    if cfg.seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(cfg.seed)
+    return gen
+
+
+def token_loop(
+    logits: torch.Tensor,
+    pick: Callable[[torch.Tensor], int],
+    step: Callable[[int], torch.Tensor],
+    max_new_tokens: int,
+    eos_id: int,
+    on_token: Callable[[list[int]], None] | None = None,
+    cancel: threading.Event | None = None,
+    constraint: BoxConstraint | None = None,
+    record: Callable[[torch.Tensor, int], None] | None = None,
+) -> list[int]:
+    """The per-token bookkeeping every decode path shares: grammar, EOS, streaming, cancel.
+
+    ``pick(logits)`` chooses a token, ``step(token)`` runs the model on it and returns the
+    next logits, ``record(logits, token)`` notes each kept token (its probability).
+    """
     out: list[int] = []
     if cancel is not None and cancel.is_set():
         raise QueryError(ResultCode.CANCELED, "canceled before the first token")
-
-    def repick(masked: torch.Tensor) -> int:
-        return pick_token(masked, cfg, gen)
-
     while True:
-        tok = pick_token(logits, cfg, gen)
+        tok = pick(logits)
         if constraint is not None:
-            tok = constraint.check(logits, tok, repick)
+            tok = constraint.check(logits, tok, pick)
         if tok == eos_id:
             break
         out.append(tok)
-        if token_probs is not None:
-            token_probs.append(token_prob(logits, tok))
+        if record is not None:
+            record(logits, tok)
         if on_token is not None:
             on_token(out)
-        if len(out) >= cfg.max_new_tokens:
+        if len(out) >= max_new_tokens:
             break
         if cancel is not None and cancel.is_set():
             raise QueryError(ResultCode.CANCELED, f"canceled after {len(out)} tokens")
-        ids = torch.tensor([[tok]], device=logits.device)
-        logits = lm(inputs_embeds=embed(ids), cache=cache, use_cache=True, logits_to_keep=1).logits[
-            0, -1
-        ]
+        logits = step(tok)
     return out
