@@ -6,7 +6,10 @@ the grammar on, text outside brackets stays free; inside, a token is allowed onl
 bracket can still become a box that ``answers.parse_boxes`` reads, in the layout the model
 writes: 6 or 9 numbers separated by ``, ``, positive extents, and EOS only outside a box.
 Numbers are bounded (4 integer and 3 decimal digits), so every box closes within a bounded
-number of characters.
+number of characters. Given the scene's extent (``CentreBounds``), a box's centre is also held
+inside it: the released model writes boxes as text and nothing else keeps them in the room
+(the reference's users report boxes far off their scans); the model still picks every digit,
+among those that keep the centre where the scene's points are.
 
 Written by hand rather than with a structured-generation library (outlines,
 lm-format-enforcer): those constrain the whole answer to one regex or schema and bring
@@ -21,13 +24,106 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 _DIGITS = frozenset("0123456789")
 _BOX_CHARS = _DIGITS | frozenset("-., ]")
 _PARTIAL_NUMBER = re.compile(r"-?\d{0,4}(\.\d{0,3})?")
 _NUMBER = re.compile(r"-?\d{1,4}(\.\d{1,3})?")
+_LEADING_ZERO = re.compile(r"-?0\d")
 _EXTENTS = range(3, 6)  # value positions that must be > 0
+_CENTRE = range(3)  # value positions held inside the scene's extent (with bounds)
+_STEP = 0.001  # the finest number the grammar lets a box hold (3 decimals)
+
+
+def _snap(values: np.ndarray, rounding: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``values`` moved to the grammar's 3-decimal grid (round first: 1.0/0.001 ≠ 1000)."""
+    return rounding(np.round(values / _STEP, 6)) * _STEP
+
+
+class CentreBounds:
+    """Where a box's centre may lie (model frame, metres): inside the scene points' extent and
+    within ``reach`` of one of them along every axis.
+
+    Judged one coordinate at a time, as the model writes them: x among the points' x, y among
+    the points near that x, z among the points near that x and y. So a centre ends next to
+    the scene's surfaces, never in the empty air of the room nor outside it. Every interval is
+    widened outward to the 3-decimal grid, so a number always fits and no box is left with no
+    way to close.
+    """
+
+    def __init__(self, points: np.ndarray, reach: float) -> None:
+        lo, hi = _snap(points.min(axis=0), np.floor), _snap(points.max(axis=0), np.ceil)
+        self.lo, self.hi = tuple(float(v) for v in lo), tuple(float(v) for v in hi)
+        self._lo = np.maximum(_snap(points - reach, np.floor), lo)  # per point and axis
+        self._hi = np.minimum(_snap(points + reach, np.ceil), hi)
+        self._cache: dict[tuple, list[tuple[float, float]]] = {}
+
+    @classmethod
+    def around(cls, points: np.ndarray, reach: float) -> CentreBounds | None:
+        """Bounds from ``points`` (N, 3; rows with NaN ignored); None when none is finite."""
+        if not reach > 0:
+            raise ValueError(f"reach must be positive, got {reach}")
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        return cls(pts, reach) if len(pts) else None
+
+    def intervals(
+        self, index: int, previous: tuple[float, ...]
+    ) -> list[tuple[float, float]] | None:
+        """The sorted, disjoint intervals value ``index`` may take after the box's first values
+        ``previous``; None for values that are not bounded (extents, angles)."""
+        if index not in _CENTRE:
+            return None
+        key = (index, previous[:index])
+        if key not in self._cache:
+            near = np.ones(len(self._lo), dtype=bool)
+            for i, v in enumerate(key[1]):
+                near &= (self._lo[:, i] - _STEP / 2 <= v) & (v <= self._hi[:, i] + _STEP / 2)
+            self._cache[key] = _merged(self._lo[near, index], self._hi[near, index])
+        return self._cache[key]
+
+
+def _merged(lo: np.ndarray, hi: np.ndarray) -> list[tuple[float, float]]:
+    """The union of the intervals [lo_i, hi_i] as sorted, disjoint intervals."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(set(zip(lo.tolist(), hi.tolist(), strict=True))):
+        if out and a <= out[-1][1] + _STEP / 2:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _reachable(number: str) -> list[tuple[float, float]]:
+    """The value intervals the partial ``number`` can still become (≤4 integer and ≤3 decimal
+    digits): "1" may end as 1.xxx, 1x.xxx, 1xx.xxx or 1xxx.xxx."""
+    neg = number.startswith("-")
+    whole, dot, dec = number.lstrip("-").partition(".")
+    if dot:
+        base = int(whole) + (int(dec) / 10 ** len(dec) if dec else 0.0)
+        spans = [(base, base + max(0.0, 10.0 ** -len(dec) - _STEP))]
+    elif not whole:
+        spans = [(0.0, 10**4 - _STEP)]
+    else:
+        d = int(whole)  # "0" takes no more digits (no leading zeros): 0.xxx only
+        more = 1 if whole == "0" else 5 - len(whole)
+        spans = [(d * 10**j, (d + 1) * 10**j - _STEP) for j in range(more)]
+    return [(-b, -a) for a, b in spans] if neg else spans
+
+
+def _within(number: str, allowed: list[tuple[float, float]] | None, complete: bool) -> bool:
+    """``number`` (complete, or still being written) is or can still become a value inside
+    one of the ``allowed`` intervals (None: anything)."""
+    if allowed is None:
+        return True
+    half = _STEP / 2
+    if complete:
+        v = float(number)
+        return any(a - half <= v <= b + half for a, b in allowed)
+    spans = _reachable(number)
+    return any(a <= hi + half and b >= lo - half for lo, hi in allowed for a, b in spans)
 
 
 @dataclass(frozen=True)
@@ -38,10 +134,12 @@ class BoxState:
     count: int = 0
     number: str = ""  # the number being written
     spaced: bool = False  # a space followed the last comma
+    values: tuple[float, ...] = ()  # the box's complete numbers (for bounds on the centre)
 
 
-def feed(state: BoxState, text: str) -> BoxState | None:
-    """The state after ``text``, or None if ``text`` cannot continue a box from ``state``.
+def feed(state: BoxState, text: str, bounds: CentreBounds | None = None) -> BoxState | None:
+    """The state after ``text``, or None if ``text`` cannot continue a box from ``state``
+    (or, with ``bounds``, would put the box's centre outside them).
 
     Boxes are held to the released model's own layout, ``[n, n, n, n, n, n]``: a number ends
     only at ``,`` or ``]``, and a space may follow a comma (once), nowhere else. Keeping the
@@ -65,18 +163,29 @@ def feed(state: BoxState, text: str) -> BoxState | None:
                 return None
             if c == "." and not number.rstrip(".").lstrip("-"):
                 return None  # a number starts with a digit
+            if _LEADING_ZERO.match(number):
+                return None  # "0.5", never "05" or "-007": the released model's numbers
             decimals = number.partition(".")[2]
             if s.count in _EXTENTS and len(decimals) == 3 and float(number) == 0:
                 return None  # an extent of 0.000 could never become positive
+            if bounds is not None and not _within(
+                number, bounds.intervals(s.count, s.values), False
+            ):
+                return None
             s = replace(s, number=number)
         elif c in ",]":
             if not _complete(s.number, s.count):
+                return None
+            if bounds is not None and not _within(
+                s.number, bounds.intervals(s.count, s.values), True
+            ):
                 return None
             count = s.count + 1
             if c == ",":
                 if count >= 9:
                     return None
-                s = BoxState(inside=True, count=count)
+                values = s.values + (float(s.number),) if count <= len(_CENTRE) else s.values
+                s = BoxState(inside=True, count=count, values=values)
             else:
                 if count not in (6, 9):
                     return None
@@ -106,26 +215,38 @@ class BoxGrammar:
             i for i, t in enumerate(token_texts) if t and (set(t) <= _BOX_CHARS or "]" in t)
         ]
 
-    def step(self, state: BoxState, token: int) -> BoxState | None:
+    def step(
+        self, state: BoxState, token: int, bounds: CentreBounds | None = None
+    ) -> BoxState | None:
         """The state after ``token``, or None if the grammar forbids it here."""
         if token == self.eos_id:
             return None if state.inside else state
         text = self.texts[token] if 0 <= token < len(self.texts) else None
         if text is None:
             return None if state.inside else state
-        return feed(state, text)
+        return feed(state, text, bounds)
 
-    def allowed(self, state: BoxState, vocab: int, device: torch.device) -> torch.Tensor:
+    def allowed(
+        self,
+        state: BoxState,
+        vocab: int,
+        device: torch.device,
+        bounds: CentreBounds | None = None,
+    ) -> torch.Tensor:
         """Boolean mask over ``vocab`` logits of the tokens allowed after ``state``."""
         mask = torch.zeros(vocab, dtype=torch.bool)
         if state.inside:
             ids = [
                 i
                 for i in self.box_candidates
-                if i < vocab and feed(state, self.texts[i]) is not None
+                if i < vocab and feed(state, self.texts[i], bounds) is not None
             ]
         else:
-            ids = [i for i in range(min(vocab, len(self.texts))) if self.step(state, i) is not None]
+            ids = [
+                i
+                for i in range(min(vocab, len(self.texts)))
+                if self.step(state, i, bounds) is not None
+            ]
             mask[len(self.texts) :] = True
             if self.eos_id < vocab:
                 ids.append(self.eos_id)
@@ -136,10 +257,13 @@ class BoxGrammar:
 class BoxConstraint:
     """One answer's walk through the grammar, counting the tokens it overruled."""
 
-    def __init__(self, grammar: BoxGrammar) -> None:
+    def __init__(self, grammar: BoxGrammar, bounds: CentreBounds | None = None) -> None:
+        """``bounds``: the scene's extent, which box centres must stay inside (None: anywhere)."""
         self.grammar = grammar
+        self.bounds = bounds
         self.state = BoxState()
         self.overruled = 0  # tokens the model chose that the grammar replaced
+        self.held_inside = 0  # of those, tokens refused only for leaving the scene's extent
         self.dead_ends = 0  # boxes left unconstrained because no token could continue them
 
     def check(self, logits: torch.Tensor, token: int, repick: Callable[[torch.Tensor], int]) -> int:
@@ -149,12 +273,14 @@ class BoxConstraint:
         from the masked distribution gives exactly the masked distribution (top_p aside), so
         the mask is built only when the model's own token is refused (rare; cheap otherwise).
         """
-        nxt = self.grammar.step(self.state, token)
+        nxt = self.grammar.step(self.state, token, self.bounds)
         if nxt is None:
-            mask = self.grammar.allowed(self.state, logits.shape[-1], logits.device)
+            mask = self.grammar.allowed(self.state, logits.shape[-1], logits.device, self.bounds)
             if mask.any():
+                if self.bounds is not None and self.grammar.step(self.state, token) is not None:
+                    self.held_inside += 1
                 token = repick(logits.masked_fill(~mask, float("-inf")))
-                nxt = self.grammar.step(self.state, token)
+                nxt = self.grammar.step(self.state, token, self.bounds)
                 self.overruled += 1
             else:  # a vocabulary that cannot finish the box: let the model go on unconstrained
                 self.dead_ends += 1

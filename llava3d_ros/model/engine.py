@@ -16,7 +16,7 @@ from transformers import DynamicCache
 from llava3d_ros.answer import AnswerResult, QueryError, ResultCode, Timings
 from llava3d_ros.geometry.errors import GeometryError
 from llava3d_ros.model.answers import parse_boxes_with_spans, span_score, token_ends
-from llava3d_ros.model.box_grammar import BoxConstraint, BoxGrammar
+from llava3d_ros.model.box_grammar import BoxConstraint, BoxGrammar, CentreBounds
 from llava3d_ros.model.fast_decode import StaticDecoder, resolve_decode_path
 from llava3d_ros.model.features import FeatureCache
 from llava3d_ros.model.generate import SamplingConfig, decode, forward_embeds
@@ -307,7 +307,11 @@ class Engine:
             if on_token is not None:
                 on_token(tok.decode(out), len(out))
 
-        constraint = BoxConstraint(self.box_grammar) if self.box_grammar else None
+        constraint = (
+            BoxConstraint(self.box_grammar, self._centre_bounds(views))
+            if self.box_grammar
+            else None
+        )
         probs: list[float] = []
         try:
             if static is not None:
@@ -367,11 +371,22 @@ class Engine:
             result.parse_warnings.append(
                 f"box format enforced: {constraint.overruled} of {n_tokens} tokens were not "
                 "the model's first choice"
+                + (
+                    f" ({constraint.held_inside} to keep a box centre inside the scene's extent)"
+                    if constraint.held_inside
+                    else ""
+                )
             )
         if constraint.dead_ends:
             result.parse_warnings.append(
                 f"box format not enforceable with this vocabulary ({constraint.dead_ends} boxes)"
             )
+
+    def _centre_bounds(self, views: Sequence[ModelView]) -> CentreBounds | None:
+        """Box centres stay among the views' patch positions (model frame): inside their
+        extent, within one voxel of one of them."""
+        pts = [v.patch_xyz[v.patch_valid] for v in views]
+        return CentreBounds.around(np.concatenate(pts), self.voxel_size) if pts else None
 
     def _enter(self, stage: str, n_views: int, on_stage: Callable[[str], None] | None) -> None:
         if self.fault_hook is not None:

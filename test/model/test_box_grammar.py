@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from llava3d_ros.model.answers import parse_boxes
-from llava3d_ros.model.box_grammar import BoxConstraint, BoxGrammar, BoxState, feed
+from llava3d_ros.model.box_grammar import BoxConstraint, BoxGrammar, BoxState, CentreBounds, feed
 from llava3d_ros.model.generate import SamplingConfig, decode, pick_token
 from llava3d_ros.model.tiny import random_bundle
 
@@ -51,6 +52,8 @@ def test_readable_boxes_pass_and_close(text: str) -> None:
         "[1.2345",  # four decimals
         "[1, 2, a",
         "[1, [2",
+        "[05",  # leading zeros: the released model writes 0.5, never 05
+        "[1, -007",
     ],
 )
 def test_unreadable_boxes_are_refused(text: str) -> None:
@@ -196,3 +199,91 @@ def test_sampling_through_the_grammar_stays_readable(tok) -> None:
             boxes, warnings = parse_boxes("[" + text)
             assert len(boxes) == 1 and not warnings, text
     assert closed >= 10
+
+
+# Two clusters of points: a table top around (0, 1, 0.75) and a lamp around (2, 3, 1.5).
+POINTS = np.array(
+    [[x, y, 0.75] for x in (-0.4, 0.0, 0.4) for y in (0.8, 1.2)]
+    + [[2.0, 3.0, z] for z in (1.2, 1.5, 1.8)]
+)
+SCENE = CentreBounds.around(POINTS, reach=0.2)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[0, 1, 0.75, 9.9, 9.9, 9.9]",  # extents are not bounded, only the centre
+        "[-0.4, 0.8, 0.75, 1, 1, 1]",  # the extent's corner
+        "[0.6, 1.0, 0.95, 1, 1, 1]",  # one reach (0.2) off a point on every axis
+        "[1.9, 2.9, 1.5, 1, 1, 1]",
+        "[2, 3, 1.05, 1, 1, 1, 0, 0, 0]",
+    ],
+)
+def test_bounds_keep_centres_near_the_scene_points(text: str) -> None:
+    assert feed(OUTSIDE, text, SCENE) == OUTSIDE
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[-0.401",  # below the points' x extent
+        "[2.201",  # beyond x 2.0 + 0.2 (and the extent ends at 2.0)
+        "[3",  # 3, 3x, 3xx or 3xxx: none near a point
+        "[1.2",  # between the clusters (x 0.4+0.2 .. 2.0-0.2): nothing there
+        "[0, 2.5",  # y near x = 0 is 0.8..1.2 (± 0.2): 2.5 is the lamp's y, not the table's
+        "[2, 1",  # at the lamp's x, y must be near 3
+        "[0, 1, 1.5",  # the table's column holds z 0.75 only: 1.5 is mid-air above it
+        "[0, 1, -",  # a negative z is far below every point
+        "[0, 1, 0.96,",
+    ],
+)
+def test_bounds_refuse_a_centre_away_from_the_points(text: str) -> None:
+    assert feed(OUTSIDE, text) is not None  # the format alone allows it
+    assert feed(OUTSIDE, text, SCENE) is None
+
+
+def test_bounds_allow_every_prefix_that_can_still_land_near_a_point() -> None:
+    for text in ["[0", "[-", "[-0.", "[-0.4", "[1", "[2", "[0, 1", "[0, 1, 0.", "[2, 3, 1."]:
+        assert feed(OUTSIDE, text, SCENE) is not None, text
+
+
+def test_bounds_snap_outward_to_the_grid_and_ignore_nan() -> None:
+    pts = np.array([[0.12345, 1.0, -2.0], [0.2, np.nan, 0.0], [0.5, 1.5, 0.0004]])
+    b = CentreBounds.around(pts, reach=0.05)
+    assert b.lo == pytest.approx((0.123, 1.0, -2.0)) and b.hi == pytest.approx((0.5, 1.5, 0.001))
+    assert np.ravel(b.intervals(0, ())) == pytest.approx([0.123, 0.174, 0.45, 0.5])
+    assert CentreBounds.around(np.full((2, 3), np.nan), reach=0.2) is None
+    with pytest.raises(ValueError, match="reach"):
+        CentreBounds.around(pts, reach=0)
+    # a single point with a tiny reach still leaves a 3-decimal number to write
+    one = CentreBounds.around(np.array([[0.4137, 0.4137, 0.4137]]), reach=1e-4)
+    assert feed(OUTSIDE, "[0.414, 0.414, 0.414, 1, 1, 1]", one) == OUTSIDE
+
+
+def test_sampling_within_bounds_closes_boxes_inside_them(tok) -> None:
+    """Random logits, sampled through the grammar with the scene's extent: every closed box's
+    centre lies inside it, and the refusals are counted as such."""
+    grammar = BoxGrammar(tok.token_texts(), tok.eos_id)
+    gen = torch.Generator().manual_seed(1)
+    cfg = SamplingConfig(temperature=1.0, seed=0)
+    texts = tok.token_texts()
+    closed = held = 0
+    for _ in range(20):
+        constraint = BoxConstraint(grammar, SCENE)
+        text, constraint.state = "", feed(OUTSIDE, "[")
+        for _ in range(60):
+            logits = torch.randn(tok.vocab_size, generator=gen)
+            t = constraint.check(
+                logits, pick_token(logits, cfg, gen), lambda m: pick_token(m, cfg, gen)
+            )
+            text += texts[t] or ""
+            if not constraint.state.inside:
+                break
+        held += constraint.held_inside
+        if not constraint.state.inside:
+            closed += 1
+            boxes, warnings = parse_boxes("[" + text)
+            assert len(boxes) == 1 and not warnings, text
+            c = np.asarray(boxes[0].center)
+            assert np.abs(POINTS - c).max(axis=1).min() <= 0.2 + 1e-9, text  # near a point
+    assert closed >= 10 and held > 0

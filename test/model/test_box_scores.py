@@ -233,6 +233,10 @@ def steer_engine(monkeypatch, bundle):
 
 def test_engine_labels_and_scores_with_prefix_reuse_and_streaming(bundle, steer_engine) -> None:
     views = random_views(2, seed=5)
+    # the scene holds points where the script's boxes are: the box grammar keeps centres
+    # among the scene's points, and would otherwise (rightly) refuse the script's numbers
+    for k, centre in enumerate([(1.5, -0.2, 0.4), (0.0, 1.0, 0.4)]):
+        views[0].patch_xyz[0, k], views[0].patch_valid[0, k] = centre, True
     cached = Engine(bundle, max_new_tokens=80)
     fresh = Engine(bundle, max_new_tokens=80, reuse_prefix=False)
     streamed: list[str] = []
