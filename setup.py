@@ -22,7 +22,7 @@ setup(
     version="0.1.0",
     description="ROS 2 node: questions about a live posed RGB-D scene, answered with LLaVA-3D",
     license="Apache-2.0",
-    python_requires="==3.11.*",
+    python_requires=">=3.10",
     packages=find_packages(include=["llava3d_ros", "llava3d_ros.*"]),
     package_data={"llava3d_ros": ["*.so", "assets/**/*"]},
     # training logs belong in docs/tiny-model-training/, never in the installed package
