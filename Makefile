@@ -3,6 +3,8 @@
 # ROS 2 distribution from PyPI wheels: jazzy (LTS, the default) or kilted, e.g.
 # `LLAVA3D_ROS_DISTRO=kilted make test`. Each has its own venv: the default's is .venv, any
 # other's .venv-<distro> (LLAVA3D_VENV=/path overrides); see tools/setup.sh.
+# The torch build, LLAVA3D_TORCH: auto (the default: CUDA when nvidia-smi lists a GPU, else CPU),
+# cpu, cuda or system (JetPack's); `bash tools/setup.sh --plan` shows what a set-up would install.
 LLAVA3D_ROS_DISTRO ?= jazzy
 export LLAVA3D_ROS_DISTRO
 VENV := $(or $(LLAVA3D_VENV),$(if $(filter jazzy,$(LLAVA3D_ROS_DISTRO)),.venv,.venv-$(LLAVA3D_ROS_DISTRO)))
