@@ -9,7 +9,7 @@ Numbers are bounded (4 integer and 3 decimal digits), so every box closes within
 number of characters. Given the scene's extent (``CentreBounds``), a box's centre is also held
 inside it: the released model writes boxes as text and nothing else keeps them in the room
 (the reference's users report boxes far off their scans); the model still picks every digit,
-among those that keep the centre where the scene's points are.
+among those that keep the centre inside.
 
 Written by hand rather than with a structured-generation library (outlines,
 lm-format-enforcer): those constrain the whole answer to one regex or schema and bring
@@ -42,58 +42,33 @@ def _snap(values: np.ndarray, rounding: Callable[[np.ndarray], np.ndarray]) -> n
     return rounding(np.round(values / _STEP, 6)) * _STEP
 
 
+@dataclass(frozen=True)
 class CentreBounds:
-    """Where a box's centre may lie (model frame, metres): inside the scene points' extent and
-    within ``reach`` of one of them along every axis.
+    """The interval each centre coordinate must lie in (model frame, metres): the extent of the
+    scene's points, widened outward to the 3-decimal grid so that a number always fits.
 
-    Judged one coordinate at a time, as the model writes them: x among the points' x, y among
-    the points near that x, z among the points near that x and y. So a centre ends next to
-    the scene's surfaces, never in the empty air of the room nor outside it. Every interval is
-    widened outward to the 3-decimal grid, so a number always fits and no box is left with no
-    way to close.
+    Only the extent: an object's centre lies inside its visible surfaces' hull, often far from
+    every point (a bed's centre is half its height under its top, between its sides). A rule
+    "within one voxel of a point", judged x then y then z, was tried and refused the trained
+    model's own right answers (grounding Acc@0.25 on 20 held-out scenes 50.9 → 35.8 %).
     """
 
-    def __init__(self, points: np.ndarray, reach: float) -> None:
-        lo, hi = _snap(points.min(axis=0), np.floor), _snap(points.max(axis=0), np.ceil)
-        self.lo, self.hi = tuple(float(v) for v in lo), tuple(float(v) for v in hi)
-        self._lo = np.maximum(_snap(points - reach, np.floor), lo)  # per point and axis
-        self._hi = np.minimum(_snap(points + reach, np.ceil), hi)
-        self._cache: dict[tuple, list[tuple[float, float]]] = {}
+    lo: tuple[float, float, float]
+    hi: tuple[float, float, float]
 
     @classmethod
-    def around(cls, points: np.ndarray, reach: float) -> CentreBounds | None:
-        """Bounds from ``points`` (N, 3; rows with NaN ignored); None when none is finite."""
-        if not reach > 0:
-            raise ValueError(f"reach must be positive, got {reach}")
+    def around(cls, points: np.ndarray) -> CentreBounds | None:
+        """The extent of ``points`` (N, 3; rows with NaN ignored); None when none is finite."""
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         pts = pts[np.isfinite(pts).all(axis=1)]
-        return cls(pts, reach) if len(pts) else None
-
-    def intervals(
-        self, index: int, previous: tuple[float, ...]
-    ) -> list[tuple[float, float]] | None:
-        """The sorted, disjoint intervals value ``index`` may take after the box's first values
-        ``previous``; None for values that are not bounded (extents, angles)."""
-        if index not in _CENTRE:
+        if not len(pts):
             return None
-        key = (index, previous[:index])
-        if key not in self._cache:
-            near = np.ones(len(self._lo), dtype=bool)
-            for i, v in enumerate(key[1]):
-                near &= (self._lo[:, i] - _STEP / 2 <= v) & (v <= self._hi[:, i] + _STEP / 2)
-            self._cache[key] = _merged(self._lo[near, index], self._hi[near, index])
-        return self._cache[key]
+        lo, hi = _snap(pts.min(axis=0), np.floor), _snap(pts.max(axis=0), np.ceil)
+        return cls(tuple(float(v) for v in lo), tuple(float(v) for v in hi))
 
-
-def _merged(lo: np.ndarray, hi: np.ndarray) -> list[tuple[float, float]]:
-    """The union of the intervals [lo_i, hi_i] as sorted, disjoint intervals."""
-    out: list[tuple[float, float]] = []
-    for a, b in sorted(set(zip(lo.tolist(), hi.tolist(), strict=True))):
-        if out and a <= out[-1][1] + _STEP / 2:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
+    def interval(self, index: int) -> tuple[float, float] | None:
+        """The interval value ``index`` must lie in; None for extents and angles."""
+        return (self.lo[index], self.hi[index]) if index in _CENTRE else None
 
 
 def _reachable(number: str) -> list[tuple[float, float]]:
@@ -113,17 +88,15 @@ def _reachable(number: str) -> list[tuple[float, float]]:
     return [(-b, -a) for a, b in spans] if neg else spans
 
 
-def _within(number: str, allowed: list[tuple[float, float]] | None, complete: bool) -> bool:
+def _within(number: str, bounds: tuple[float, float] | None, complete: bool) -> bool:
     """``number`` (complete, or still being written) is or can still become a value inside
-    one of the ``allowed`` intervals (None: anything)."""
-    if allowed is None:
+    ``bounds`` (None: anything)."""
+    if bounds is None:
         return True
-    half = _STEP / 2
+    lo, hi = bounds[0] - _STEP / 2, bounds[1] + _STEP / 2
     if complete:
-        v = float(number)
-        return any(a - half <= v <= b + half for a, b in allowed)
-    spans = _reachable(number)
-    return any(a <= hi + half and b >= lo - half for lo, hi in allowed for a, b in spans)
+        return lo <= float(number) <= hi
+    return any(a <= hi and b >= lo for a, b in _reachable(number))
 
 
 @dataclass(frozen=True)
@@ -134,7 +107,6 @@ class BoxState:
     count: int = 0
     number: str = ""  # the number being written
     spaced: bool = False  # a space followed the last comma
-    values: tuple[float, ...] = ()  # the box's complete numbers (for bounds on the centre)
 
 
 def feed(state: BoxState, text: str, bounds: CentreBounds | None = None) -> BoxState | None:
@@ -168,24 +140,19 @@ def feed(state: BoxState, text: str, bounds: CentreBounds | None = None) -> BoxS
             decimals = number.partition(".")[2]
             if s.count in _EXTENTS and len(decimals) == 3 and float(number) == 0:
                 return None  # an extent of 0.000 could never become positive
-            if bounds is not None and not _within(
-                number, bounds.intervals(s.count, s.values), False
-            ):
+            if bounds is not None and not _within(number, bounds.interval(s.count), False):
                 return None
             s = replace(s, number=number)
         elif c in ",]":
             if not _complete(s.number, s.count):
                 return None
-            if bounds is not None and not _within(
-                s.number, bounds.intervals(s.count, s.values), True
-            ):
+            if bounds is not None and not _within(s.number, bounds.interval(s.count), True):
                 return None
             count = s.count + 1
             if c == ",":
                 if count >= 9:
                     return None
-                values = s.values + (float(s.number),) if count <= len(_CENTRE) else s.values
-                s = BoxState(inside=True, count=count, values=values)
+                s = BoxState(inside=True, count=count)
             else:
                 if count not in (6, 9):
                     return None

@@ -383,10 +383,9 @@ class Engine:
             )
 
     def _centre_bounds(self, views: Sequence[ModelView]) -> CentreBounds | None:
-        """Box centres stay among the views' patch positions (model frame): inside their
-        extent, within one voxel of one of them."""
+        """Box centres stay inside the extent of the views' patch positions (model frame)."""
         pts = [v.patch_xyz[v.patch_valid] for v in views]
-        return CentreBounds.around(np.concatenate(pts), self.voxel_size) if pts else None
+        return CentreBounds.around(np.concatenate(pts)) if pts else None
 
     def _enter(self, stage: str, n_views: int, on_stage: Callable[[str], None] | None) -> None:
         if self.fault_hook is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from llava3d_ros.model.config import (
     vision_config,
 )
 from llava3d_ros.model.llava3d import Llava3DForCausalLM, rebuild_rotary
+from llava3d_ros.model.quantize import check_mode, quantize_language_model
 from llava3d_ros.model.tokenizer import SpTokenizer
 
 # Nothing in this package may reach a hub; transformers reads these at call time.
@@ -55,6 +56,7 @@ class ModelBundle:
     name: str
     random_weights: bool = False
     partial: bool = False
+    quantize: str = "none"  # weight-only quantisation of the language model (model/quantize.py)
 
     @property
     def device(self) -> torch.device:
@@ -68,6 +70,8 @@ class ModelBundle:
     def model_id(self) -> str:
         dt = {v: k for k, v in DTYPES.items()}.get(self.dtype, str(self.dtype))
         tags = [dt, self.device.type]
+        if self.quantize != "none":
+            tags.append(f"{self.quantize} weights")
         if self.partial:
             tags.append("partial-load")
         if self.random_weights:
@@ -151,10 +155,12 @@ def _materialize(
     device: torch.device,
     dtype: torch.dtype,
     strip: str = "",
+    after_file: Callable[[], object] | None = None,
 ) -> bool:
     """Check names/shapes against ``module`` (built on meta), then assign the tensors. True = partial.
 
     ``strip`` is a prefix the files carry but the module's keys do not (CLIP's ``vision_model.``).
+    ``after_file`` runs after each file's tensors are assigned (quantising as shards arrive).
     """
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     tied = getattr(getattr(module, "config", None), "tie_word_embeddings", False)
@@ -189,6 +195,9 @@ def _materialize(
         except Exception as exc:
             raise CheckpointError(f"cannot read tensors from {path}: {exc}") from exc
         module.load_state_dict(state, strict=False, assign=True)
+        del state
+        if after_file is not None:
+            after_file()
     for name, param in list(module.named_parameters()):
         if param.is_meta:  # only reachable with allow_partial (or tied heads, fixed by tie_weights)
             parent = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
@@ -219,8 +228,14 @@ def load_bundle(
     dtype: str = "bf16",
     device: str = "auto",
     allow_partial: bool = False,
+    quantize: str = "none",
 ) -> ModelBundle:
-    """Load config, weights, tokenizer and the CLIP tower from local directories only."""
+    """Load config, weights, tokenizer and the CLIP tower from local directories only.
+
+    ``quantize`` (``none``, ``int8``, ``int4``; model/quantize.py): the language model's Linear
+    layers are quantised as each shard is read, so the unquantised model is never whole in memory.
+    """
+    check_mode(quantize)
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {model_dir}")
@@ -243,10 +258,18 @@ def load_bundle(
         lm = Llava3DForCausalLM(cfg)
         vision = CLIPVisionModel(vcfg)
     partial = _materialize(
-        lm, files, f"checkpoint {model_dir}", LLAVA_IGNORED_PREFIXES, allow_partial, dev, dt
+        lm,
+        files,
+        f"checkpoint {model_dir}",
+        LLAVA_IGNORED_PREFIXES,
+        allow_partial,
+        dev,
+        dt,
+        after_file=lambda: quantize_language_model(lm, quantize),
     )
     if cfg.tie_word_embeddings:
         lm.tie_weights()
+    quantize_language_model(lm, quantize)  # the layers zero-filled (allow_partial) or tied
     rebuild_rotary(lm, dev)
     partial |= _materialize(
         vision,
@@ -274,4 +297,5 @@ def load_bundle(
         name=str(raw.get("llava3d_ros_name", f"{name} [{model_dir.name}]")),
         random_weights=bool(raw.get(RANDOM_WEIGHTS_KEY, False)),
         partial=partial,
+        quantize=quantize,
     )

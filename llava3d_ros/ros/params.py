@@ -59,6 +59,14 @@ PARAMS: tuple[Param, ...] = (
         "weights precision: auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16",
         choices=("auto", "fp32", "fp16", "bf16"),
     ),
+    Param(
+        "quantize",
+        "none",
+        "weight-only quantisation of the language model's Linear layers (torchao): none, int8 "
+        "(about half the weight memory of fp16) or int4 (about a third; CUDA needs compute "
+        "capability 8.0+); the CLIP tower stays in dtype",
+        choices=("none", "int8", "int4"),
+    ),
     Param("world_frame", "map", "fixed frame of poses, answers, boxes and markers"),
     Param(
         "pose_source",

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from llava3d_ros.geometry.boxes import iou_aabb
 from llava3d_ros.model.engine import Engine
 from llava3d_ros.model.loader import ModelBundle, load_bundle
+from llava3d_ros.model.quantize import QUANTIZE_MODES
 from llava3d_ros.synthetic.dataset import (
     CLICK_MODES,
     DataConfig,
@@ -259,6 +260,13 @@ def main(argv: list[str] | None = None) -> None:
         help="decode without the box grammar (the node's default has it on): parseable_boxes "
         "then measures the model alone",
     )
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE_MODES,
+        default="none",
+        help="weight-only quantisation of the language model's Linear layers, as the node's "
+        "quantize parameter (model/quantize.py); the figures are then the quantised model's",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument(
         "--answers",
@@ -270,7 +278,11 @@ def main(argv: list[str] | None = None) -> None:
     if a.views < 0:
         p.error(f"--views must be 0 (the model's own) or positive, not {a.views}")
     bundle = load_bundle(
-        a.model, a.vision or a.model / "vision_tower", dtype="fp32", device=a.device
+        a.model,
+        a.vision or a.model / "vision_tower",
+        dtype="fp32",
+        device=a.device,
+        quantize=a.quantize,
     )
     data = data_config_for(bundle, n_views=a.views, clicks=a.clicks)
     samples = generate(parse_seeds(a.seeds), data, a.workers)

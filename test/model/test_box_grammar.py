@@ -201,62 +201,54 @@ def test_sampling_through_the_grammar_stays_readable(tok) -> None:
     assert closed >= 10
 
 
-# Two clusters of points: a table top around (0, 1, 0.75) and a lamp around (2, 3, 1.5).
-POINTS = np.array(
-    [[x, y, 0.75] for x in (-0.4, 0.0, 0.4) for y in (0.8, 1.2)]
-    + [[2.0, 3.0, z] for z in (1.2, 1.5, 1.8)]
-)
-SCENE = CentreBounds.around(POINTS, reach=0.2)
+SCENE = CentreBounds((-1.0, 0.5, 0.0), (2.25, 3.0, 1.2))
 
 
 @pytest.mark.parametrize(
     "text",
     [
-        "[0, 1, 0.75, 9.9, 9.9, 9.9]",  # extents are not bounded, only the centre
-        "[-0.4, 0.8, 0.75, 1, 1, 1]",  # the extent's corner
-        "[0.6, 1.0, 0.95, 1, 1, 1]",  # one reach (0.2) off a point on every axis
-        "[1.9, 2.9, 1.5, 1, 1, 1]",
-        "[2, 3, 1.05, 1, 1, 1, 0, 0, 0]",
+        "[-1.0, 0.5, 0.0, 9.9, 9.9, 9.9]",  # extents are not bounded, only the centre
+        "[2.25, 3, 1.2, 0.1, 0.1, 0.1]",
+        "[0.7, 1.75, 0.333, 1, 1, 1]",
+        "[1, 2, 0, 1, 1, 1, 0, 0, 0]",
     ],
 )
-def test_bounds_keep_centres_near_the_scene_points(text: str) -> None:
+def test_bounds_keep_centres_inside_the_scene(text: str) -> None:
     assert feed(OUTSIDE, text, SCENE) == OUTSIDE
 
 
 @pytest.mark.parametrize(
     "text",
     [
-        "[-0.401",  # below the points' x extent
-        "[2.201",  # beyond x 2.0 + 0.2 (and the extent ends at 2.0)
-        "[3",  # 3, 3x, 3xx or 3xxx: none near a point
-        "[1.2",  # between the clusters (x 0.4+0.2 .. 2.0-0.2): nothing there
-        "[0, 2.5",  # y near x = 0 is 0.8..1.2 (± 0.2): 2.5 is the lamp's y, not the table's
-        "[2, 1",  # at the lamp's x, y must be near 3
-        "[0, 1, 1.5",  # the table's column holds z 0.75 only: 1.5 is mid-air above it
-        "[0, 1, -",  # a negative z is far below every point
-        "[0, 1, 0.96,",
+        "[-1.001",  # just below x
+        "[2.251,",  # just above x
+        "[3",  # 3, 3x, 3xx or 3xxx: none within -1.0..2.25
+        "[0, 0.4",  # y may no longer reach 0.5
+        "[0, 4",
+        "[0, 1, -1",  # z ≥ 0
+        "[0, 1, 1.3",
+        "[0, 1, 1.21,",
     ],
 )
-def test_bounds_refuse_a_centre_away_from_the_points(text: str) -> None:
+def test_bounds_refuse_a_centre_outside_the_scene(text: str) -> None:
     assert feed(OUTSIDE, text) is not None  # the format alone allows it
     assert feed(OUTSIDE, text, SCENE) is None
 
 
-def test_bounds_allow_every_prefix_that_can_still_land_near_a_point() -> None:
-    for text in ["[0", "[-", "[-0.", "[-0.4", "[1", "[2", "[0, 1", "[0, 1, 0.", "[2, 3, 1."]:
+def test_bounds_allow_every_prefix_that_can_still_land_inside() -> None:
+    # "1" may still become 1.xxx (inside x); "-" may become -0.xxx or -1.000
+    for text in ["[1", "[-", "[-0.", "[-1", "[-1.00", "[2.2", "[0, 2", "[0, 0.", "[0, 1, 0."]:
         assert feed(OUTSIDE, text, SCENE) is not None, text
+    assert feed(OUTSIDE, "[-1.01", SCENE) is None
 
 
-def test_bounds_snap_outward_to_the_grid_and_ignore_nan() -> None:
+def test_bounds_around_points_snap_outward_to_the_grid() -> None:
     pts = np.array([[0.12345, 1.0, -2.0], [0.2, np.nan, 0.0], [0.5, 1.5, 0.0004]])
-    b = CentreBounds.around(pts, reach=0.05)
+    b = CentreBounds.around(pts)
     assert b.lo == pytest.approx((0.123, 1.0, -2.0)) and b.hi == pytest.approx((0.5, 1.5, 0.001))
-    assert np.ravel(b.intervals(0, ())) == pytest.approx([0.123, 0.174, 0.45, 0.5])
-    assert CentreBounds.around(np.full((2, 3), np.nan), reach=0.2) is None
-    with pytest.raises(ValueError, match="reach"):
-        CentreBounds.around(pts, reach=0)
-    # a single point with a tiny reach still leaves a 3-decimal number to write
-    one = CentreBounds.around(np.array([[0.4137, 0.4137, 0.4137]]), reach=1e-4)
+    assert CentreBounds.around(np.full((2, 3), np.nan)) is None
+    # a single point still leaves a 3-decimal number to write
+    one = CentreBounds.around(np.array([[0.4137, 0.4137, 0.4137]]))
     assert feed(OUTSIDE, "[0.414, 0.414, 0.414, 1, 1, 1]", one) == OUTSIDE
 
 
@@ -285,5 +277,5 @@ def test_sampling_within_bounds_closes_boxes_inside_them(tok) -> None:
             boxes, warnings = parse_boxes("[" + text)
             assert len(boxes) == 1 and not warnings, text
             c = np.asarray(boxes[0].center)
-            assert np.abs(POINTS - c).max(axis=1).min() <= 0.2 + 1e-9, text  # near a point
+            assert (c >= np.array(SCENE.lo)).all() and (c <= np.array(SCENE.hi)).all(), text
     assert closed >= 10 and held > 0
