@@ -8,7 +8,10 @@ import torch
 from llava3d_ros.model.loader import ModelBundle
 from llava3d_ros.model.tiny import random_bundle, write_checkpoint
 
-torch.set_num_threads(2)
+# One thread: these models are tiny, and two threads wait on each other whenever anything else
+# wants a core (test/model alone: 47 s with two, 35 s with one; in a loaded full run one test
+# took 21 s with two that takes 0.5 s alone).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -175,17 +175,17 @@ def test_decoding_through_the_grammar_repairs_the_box(tok) -> None:
     assert not constraint.state.inside
 
 
-def test_sampling_through_the_grammar_stays_readable(tok) -> None:
-    """Random logits, sampled: every box that closes parses (and most do close)."""
+def _sample_boxes(tok, bounds: CentreBounds | None, seed: int) -> tuple[list[str], int]:
+    """20 boxes opened on random logits and sampled through the grammar (60 tokens at most
+    each): the texts of those that closed, and how many tokens the bounds refused."""
     grammar = BoxGrammar(tok.token_texts(), tok.eos_id)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     cfg = SamplingConfig(temperature=1.0, seed=0)
     texts = tok.token_texts()
-    closed = 0
+    closed, held = [], 0
     for _ in range(20):
-        constraint = BoxConstraint(grammar)
-        text, state = "", feed(OUTSIDE, "[")
-        constraint.state = state
+        constraint = BoxConstraint(grammar, bounds)
+        text, constraint.state = "", feed(OUTSIDE, "[")
         for _ in range(60):
             logits = torch.randn(tok.vocab_size, generator=gen)
             t = constraint.check(
@@ -193,12 +193,19 @@ def test_sampling_through_the_grammar_stays_readable(tok) -> None:
             )
             text += texts[t] or ""
             if not constraint.state.inside:
+                closed.append("[" + text)
                 break
-        if not constraint.state.inside:
-            closed += 1
-            boxes, warnings = parse_boxes("[" + text)
-            assert len(boxes) == 1 and not warnings, text
-    assert closed >= 10
+        held += constraint.held_inside
+    return closed, held
+
+
+def test_sampling_through_the_grammar_stays_readable(tok) -> None:
+    """Random logits, sampled: every box that closes parses (and most do close)."""
+    closed, _ = _sample_boxes(tok, None, seed=0)
+    for text in closed:
+        boxes, warnings = parse_boxes(text)
+        assert len(boxes) == 1 and not warnings, text
+    assert len(closed) >= 10
 
 
 SCENE = CentreBounds((-1.0, 0.5, 0.0), (2.25, 3.0, 1.2))
@@ -255,27 +262,10 @@ def test_bounds_around_points_snap_outward_to_the_grid() -> None:
 def test_sampling_within_bounds_closes_boxes_inside_them(tok) -> None:
     """Random logits, sampled through the grammar with the scene's extent: every closed box's
     centre lies inside it, and the refusals are counted as such."""
-    grammar = BoxGrammar(tok.token_texts(), tok.eos_id)
-    gen = torch.Generator().manual_seed(1)
-    cfg = SamplingConfig(temperature=1.0, seed=0)
-    texts = tok.token_texts()
-    closed = held = 0
-    for _ in range(20):
-        constraint = BoxConstraint(grammar, SCENE)
-        text, constraint.state = "", feed(OUTSIDE, "[")
-        for _ in range(60):
-            logits = torch.randn(tok.vocab_size, generator=gen)
-            t = constraint.check(
-                logits, pick_token(logits, cfg, gen), lambda m: pick_token(m, cfg, gen)
-            )
-            text += texts[t] or ""
-            if not constraint.state.inside:
-                break
-        held += constraint.held_inside
-        if not constraint.state.inside:
-            closed += 1
-            boxes, warnings = parse_boxes("[" + text)
-            assert len(boxes) == 1 and not warnings, text
-            c = np.asarray(boxes[0].center)
-            assert (c >= np.array(SCENE.lo)).all() and (c <= np.array(SCENE.hi)).all(), text
-    assert closed >= 10 and held > 0
+    closed, held = _sample_boxes(tok, SCENE, seed=1)
+    for text in closed:
+        boxes, warnings = parse_boxes(text)
+        assert len(boxes) == 1 and not warnings, text
+        c = np.asarray(boxes[0].center)
+        assert (c >= np.array(SCENE.lo)).all() and (c <= np.array(SCENE.hi)).all(), text
+    assert len(closed) >= 10 and held > 0

@@ -11,6 +11,7 @@ import torch
 
 from llava3d_ros.answer import ResultCode
 from llava3d_ros.model.engine import Engine
+from llava3d_ros.model.prompts import build_prompt, split_at_image, task_query, tokenize_prompt
 from llava3d_ros.model.tiny import random_views
 
 QUESTIONS = ["What is next to the sofa?", "How many chairs are in the room?", "Where is the lamp?"]
@@ -185,17 +186,40 @@ def test_out_of_memory_is_model_error_then_recovers(bundle, views, stage) -> Non
     assert again.success and not again.out_of_memory and again.text == ref.text
 
 
+def _capped(result) -> list[str]:
+    return [w for w in result.parse_warnings if "capped" in w]
+
+
 def test_cap_warning_only_when_voxels_are_left_out(bundle, views) -> None:
     eng = Engine(bundle, max_new_tokens=4)
-    small = eng.answer(views, QUESTIONS[0], max_new_tokens=eng.context // 2)
-    assert small.success and small.scene_tokens < eng.context // 2
-    assert not [w for w in small.parse_warnings if "capped" in w]  # a lower cap, nothing lost
-    occupied = small.scene_tokens
+    full = eng.answer(views, QUESTIONS[0])
+    occupied = full.scene_tokens
+    assert full.success and not _capped(full) and occupied < eng.max_scene_tokens
+    # A context that leaves the scene exactly the occupied voxels' room: a cap lower than
+    # max_scene_tokens, nothing lost, no warning; one token less and one voxel is left out.
+    # (A shorter context instead of a long answer: decoding ~2,000 tokens took 40 s.)
+    pre, post = split_at_image(
+        tokenize_prompt(build_prompt(task_query("", QUESTIONS[0], 0)), bundle.tokenizer)
+    )
+    fits = len(pre) + len(post) + occupied + 4  # text + scene + answer
+    for context, lost in ((fits, 0), (fits - 1, 1)):
+        eng.context = context  # the CLIP features stay cached; the scene prefix is recomputed
+        r = eng.answer(views, QUESTIONS[0])
+        assert r.success and r.scene_tokens == occupied - lost, r.message
+        assert _capped(r) == (
+            [
+                f"scene tokens capped at {occupied - 1} to fit the {context}-token context: "
+                f"1 of {occupied} occupied voxels left out"
+            ]
+            if lost
+            else []
+        )
+    assert eng.features.computed == len(views) and eng.prefix_hits == 0
     tight = Engine(bundle, max_new_tokens=4, max_scene_tokens=occupied - 7)
     for _ in range(2):  # computed, then from the cached prefix: the same warning
         r = tight.answer(views, QUESTIONS[1])
         assert r.success and r.scene_tokens == occupied - 7
-        assert [w for w in r.parse_warnings if "capped" in w] == [
+        assert _capped(r) == [
             f"scene tokens capped at {occupied - 7} (max_scene_tokens): 7 of {occupied} "
             "occupied voxels left out"
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -17,6 +18,20 @@ TINY_DATA = DataConfig(n_views=3, resolution=48, patch=8, clicks="surface")
 TINY_CFG = TrainConfig(
     hidden=32, layers=2, heads=2, mm_hidden=16, vision_hidden=16, max_scene_tokens=60
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for every module here (set before its module fixtures train).
+
+    These models are tiny: a second thread gains nothing, and two threads wait on each other
+    whenever anything else wants a core. On two loaded cores 40 steps of the query-loss
+    training took 1.0 s of CPU with one thread and 29 s with two (the CI saw 61 s for 120).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclass
