@@ -4,7 +4,7 @@
 
 - the decoder blocks' Linear layers (attention q/k/v/o and the MLP's gate/up/down: ~96% of the
   7B language model's weights): ``int8`` = symmetric per-output-channel int8 (torchao
-  ``Int8WeightOnlyConfig``); ``int4`` = asymmetric int4 in groups of ``INT4_GROUP_SIZE``
+  ``Int8WeightOnlyConfig``); ``int4`` = asymmetric int4 in groups of 128
   input channels, packed two to a byte for the tinygemm kernels: on the CPU torchao's
   ``PrototypeInt4WeightOnlyConfig`` (``Int4OpaqueTensor``, ATen's
   ``_weight_int4pack_mm_for_cpu``; torchao's stable ``Int4WeightOnlyConfig`` needs the CUDA
@@ -29,7 +29,7 @@ the saving is measured, not computed from bit widths.
 
 from __future__ import annotations
 
-import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,6 @@ QUANTIZE_MODES = ("none", "int8", "int4")
 # int4 groups along the input channels: 128 is the common choice for weight-only int4 (and
 # keeps the 7B bundle under 5 GB: scales and zero points cost 4 bytes a group in half
 # precision); layers whose widths do not allow it take 64 or 32 (the tinygemm kernels' sizes)
-INT4_GROUP_SIZE = 128
 INT4_GROUP_SIZES = (128, 64, 32)
 
 
@@ -62,10 +61,7 @@ class QuantizeSummary:
     layers: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for scheme in self.layers.values():
-            out[scheme] = out.get(scheme, 0) + 1
-        return out
+        return dict(Counter(self.layers.values()))
 
     def __str__(self) -> str:
         if not self.layers:
@@ -75,8 +71,8 @@ class QuantizeSummary:
 
 
 def _torchao() -> Any:
-    """Import torchao quietly: it warns once per CUDA kernel library a CPU torch cannot load."""
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    """torchao's quantization API (imported on first use; the package's ``__init__`` quiets
+    its logger)."""
     import torchao.quantization
 
     return torchao.quantization
@@ -93,7 +89,7 @@ def _int4_group(linear: torch.nn.Linear) -> int | None:
     if out_features % 32:
         return None
     for g in INT4_GROUP_SIZES:
-        if g <= INT4_GROUP_SIZE and in_features % g == 0:
+        if in_features % g == 0:
             return g
     return None
 

@@ -21,6 +21,7 @@ orderly shutdown.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import sys
 import threading
@@ -539,6 +540,11 @@ class Llava3dNode(LifecycleNode):
             )
 
 
+# a shutdown takes a second or two (answers to what is in flight, their send time); one still
+# going after this long is stuck somewhere, and says where
+SHUTDOWN_STACKS_AFTER_S = 15.0
+
+
 def main(argv: Sequence[str] | None = None, engine_factory: EngineFactory | None = None) -> int:
     """Console script ``llava3d_node``: ``[--autostart] [--ros-args ...]``."""
     tune_malloc()  # before any image buffer is allocated (see ros/malloc.py)
@@ -586,6 +592,8 @@ def main(argv: Sequence[str] | None = None, engine_factory: EngineFactory | None
             node.get_logger().info(
                 f"{received[0]} received: answering what is queued, then exiting"
             )
+            # a shutdown that hangs says where (every thread's stack on stderr), not just hangs
+            faulthandler.dump_traceback_later(SHUTDOWN_STACKS_AFTER_S, exit=False)
     finally:
         if node._active or node.settings is not None:
             node.trigger_shutdown()  # answers queued (NOT_READY) and running (CANCELED) queries
@@ -596,6 +604,7 @@ def main(argv: Sequence[str] | None = None, engine_factory: EngineFactory | None
         node.destroy_node()
         if context.ok():
             rclpy.shutdown(context=context)
+        faulthandler.cancel_dump_traceback_later()
     return code
 
 

@@ -43,6 +43,49 @@ REPLY_SEND_S = 1.0
 FEEDBACK_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
 
+class RepliesInFlight:
+    """The ~/query and ~/ask handlers in flight, and when the last one returned its reply.
+
+    rclpy sends a service reply (and an action result) right after the handler coroutine
+    returns, with no hook after the send: ``wait`` lets ``REPLY_SEND_S`` pass after the last
+    handler returned, for that step and the delivery. Counted from that return, not from the
+    call: a goal that the shutdown itself canceled returns just before ``wait`` is called, and
+    its result was lost to the teardown when only handlers still running were waited for.
+    """
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self._cv = threading.Condition()
+        self._in_flight = 0
+        self._last_end = -1e9  # monotonic time the last handler returned
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """Count a handler as in flight while it runs."""
+        with self._cv:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._in_flight -= 1
+                self._last_end = time.monotonic()
+                self._cv.notify_all()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Until no handler runs and the last reply had time to go out; False after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while self._in_flight > 0 and time.monotonic() < deadline:
+                self._cv.wait(deadline - time.monotonic())
+            left, last_end = self._in_flight, self._last_end
+        if left:
+            self._log.warning(f"{left} query handlers still running after {timeout_s} s")
+            return False
+        time.sleep(max(0.0, last_end + REPLY_SEND_S - time.monotonic()))
+        return True
+
+
 class QueryServer:
     """One activation's query side, created on activate and closed on deactivate.
 
@@ -67,8 +110,7 @@ class QueryServer:
         self._guard, self._log = guard, owner.get_logger()
         self._refusal, self._model_id, self._after_reply = refusal, model_id, after_reply
         self._jobs_by_goal: dict[bytes, Job] = {}
-        self._calls_cv = threading.Condition()
-        self._calls_in_flight = 0
+        self._replies = RepliesInFlight(self._log)
         self._interfaces = q = QueryInterfaces(owner)
         group = ReentrantCallbackGroup()
         topic = owner.resolve_topic_name  # the lifecycle node's namespace and remappings
@@ -102,7 +144,7 @@ class QueryServer:
 
     def close(self, grace_s: float) -> None:
         """Let the handlers in flight send their replies (at most ``grace_s``), then destroy."""
-        self.wait_for_replies(grace_s)
+        self._replies.wait(grace_s)
         if self._action is not None:
             self._action.destroy()
             self._action = None
@@ -188,49 +230,20 @@ class QueryServer:
             self._guard.log("answer warning", "warning", f"answer warning: {warning}", 1.0)
 
     # ------------------------------------------------------------------ handlers
-    @contextlib.contextmanager
-    def _handling_call(self) -> Iterator[None]:
-        """Count a ~/query or ~/ask handler as in flight while it runs."""
-        with self._calls_cv:
-            self._calls_in_flight += 1
-        try:
-            yield
-        finally:
-            with self._calls_cv:
-                self._calls_in_flight -= 1
-                self._calls_cv.notify_all()
-
-    def wait_for_replies(self, timeout_s: float) -> None:
-        """Wait until no handler is in flight, then a moment for rclpy to send the last reply.
-
-        rclpy sends a service reply (and an action result) right after the handler coroutine
-        returns, with no hook after the send; the short sleep covers that step.
-        """
-        deadline = time.monotonic() + timeout_s
-        with self._calls_cv:
-            busy = self._calls_in_flight > 0
-            while self._calls_in_flight > 0 and time.monotonic() < deadline:
-                self._calls_cv.wait(deadline - time.monotonic())
-            left = self._calls_in_flight
-        if left:
-            self._log.warning(f"{left} query handlers still running after {timeout_s} s")
-        elif busy:
-            time.sleep(REPLY_SEND_S)
-
     def _completion(self) -> Future:
         fut = Future(executor=self._interfaces.executor)
         fut.add_done_callback(lambda _: None)  # schedules a task, which wakes the executor
         return fut
 
     async def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
-        with self._handling_call():
+        with self._replies.handling():
             fut = self._completion()
             self.submit(request.prompt, fut.set_result)
             response.answer = await fut
             return response
 
     async def _on_ask(self, goal_handle: Any) -> Ask.Result:
-        with self._handling_call():
+        with self._replies.handling():
             return await self._run_goal(goal_handle)
 
     async def _run_goal(self, goal_handle: Any) -> Ask.Result:

@@ -166,7 +166,11 @@ def test_sigterm_answers_what_is_in_flight_then_exits(node_factory, side, reques
         node.popen.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(30)
-        assert node.popen.wait(20) == 0, node.output()[-3000:]
+        try:
+            code = node.popen.wait(20)
+        except subprocess.TimeoutExpired:  # the node dumps its threads' stacks after 15 s
+            pytest.fail(f"no exit 20 s after SIGTERM:\n{node.output()[-8000:]}")
+        assert code == 0, node.output()[-3000:]
         running, queued_answer = got.get("running"), got.get("queued")
         assert isinstance(running, Answer), f"the running goal got no answer: {running!r}"
         assert running.code == Answer.CANCELED, running.message
