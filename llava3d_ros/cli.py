@@ -57,9 +57,8 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
             print(f"llava3d-ros run: {problem}", file=sys.stderr)
             return 2
 
-    from rclpy.impl.implementation_singleton import rclpy_implementation
-
     from llava3d_ros.ros.node import main as node_main
+    from llava3d_ros.ros.rclpy_internals import InvalidROSArgsError, UnknownROSArgsError
 
     extra = list(ros_args)
     if args.params_file:  # first, so that -p values given on the command line win over it
@@ -68,12 +67,12 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
         extra = ["--ros-args", "--params-file", path, *rest]
     try:
         return node_main(["llava3d_node", *(["--autostart"] if args.autostart else []), *extra])
-    except rclpy_implementation.RCLInvalidROSArgsError as exc:
+    except InvalidROSArgsError as exc:
         # e.g. a params file that is not valid YAML: rcl's message, on one line
         reason = " ".join(str(exc).split(", at /")[0].split())
         print(f"llava3d-ros run: {reason}", file=sys.stderr)
         return 2
-    except rclpy_implementation.UnknownROSArgsError as exc:
+    except UnknownROSArgsError as exc:
         print(f"llava3d-ros run: unknown ROS arguments after --ros-args: {exc}", file=sys.stderr)
         return 2
 

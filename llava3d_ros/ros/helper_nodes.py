@@ -16,12 +16,11 @@ from typing import Any
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
 from rclpy.guard_condition import GuardCondition
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.waitable import NumberOfEntities
 
 from llava3d_ros.ros.ingest_gate import IngestGate, SequenceGaps
+from llava3d_ros.ros.rclpy_internals import SubscriptionWaitSet, take_message
 from llava3d_ros.threads import named_thread
 
 
@@ -157,38 +156,23 @@ class SensorInputs:
 
     def _run(self) -> None:
         try:
-            with contextlib.ExitStack() as held:  # keep the handles alive while waiting on them
-                subs = []
-                gated_events: set[int] = set()
-                for name, sub, gated in self._subs:
-                    held.enter_context(sub.handle)
-                    subs.append(
-                        _Served(name, sub.handle, sub.msg_type, sub.raw, sub.callback, gated)
-                    )
-                    if gated:
-                        gated_events.update(id(h) for h in sub.event_handlers)
-                events = [(w, id(w) in gated_events) for w in self.node.waitables]
-                counts = NumberOfEntities(len(subs), 1)
-                for w, _ in events:
-                    held.enter_context(w)
-                    counts += w.get_num_entities()
-                held.enter_context(self._wake.handle)
-                held.enter_context(self._context.handle)
-                wait_set = _rclpy.WaitSet(
-                    counts.num_subscriptions,
-                    counts.num_guard_conditions,
-                    counts.num_timers,
-                    counts.num_clients,
-                    counts.num_services,
-                    counts.num_events,
-                    self._context.handle,
-                )
+            subs, gated_events = [], set()
+            for name, sub, gated in self._subs:
+                subs.append(_Served(name, sub, gated))
+                if gated:
+                    gated_events.update(id(h) for h in sub.event_handlers)
+            events = [(w, id(w) in gated_events) for w in self.node.waitables]
+            with SubscriptionWaitSet(
+                self._context, [s.sub for s in subs], [self._wake], [w for w, _ in events]
+            ) as wait_set:
                 self._loop(wait_set, subs, events)
         except Exception as exc:
             if not self._stopping and self._context.ok():  # else: shut down under us
                 self._log.error(f"sensor inputs stopped: {type(exc).__name__}: {exc}")
 
-    def _loop(self, wait_set: Any, subs: list[_Served], events: list[tuple[Any, bool]]) -> None:
+    def _loop(
+        self, wait_set: SubscriptionWaitSet, subs: list[_Served], events: list[tuple[Any, bool]]
+    ) -> None:
         gate = self.gate
         while not self._stopping and self._context.ok():
             now = time.monotonic()
@@ -199,21 +183,17 @@ class SensorInputs:
             # a shut gate leaves its subscriptions (and their QoS events) out of the wait set:
             # their messages wait in DDS, where the newest overwrites the rest
             served = [sub for sub in subs if open_ or not sub.gated]
-            wait_set.clear_entities()
-            for sub in served:
-                wait_set.add_subscription(sub.handle)
-            wait_set.add_guard_condition(self._wake.handle)
             watched = [w for w, gated in events if open_ or not gated]
-            for w in watched:
-                w.add_to_wait_set(wait_set)
-            wait_set.wait(timeout_ns)
+            subs_ready, events_ready = wait_set.wait(
+                [s.sub for s in served], [self._wake], watched, timeout_ns
+            )
             if self._stopping:
                 return
-            for i, sub in enumerate(served):
-                if wait_set.is_ready("subscription", i):
+            for sub, ready in zip(served, subs_ready, strict=True):
+                if ready:
                     self._take_all(sub)
-            for w in watched:
-                if w.is_ready(wait_set):
+            for w, ready in zip(watched, events_ready, strict=True):
+                if ready:
                     try:
                         _run_coroutine(w.execute(w.take_data()))
                     except Exception as exc:
@@ -222,15 +202,16 @@ class SensorInputs:
     def _take_all(self, sub: _Served) -> None:
         """Everything queued for ``sub`` (a gated one: while the gate stays open)."""
         while not sub.gated or self.gate.is_open(time.monotonic()):
-            taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            taken = take_message(sub.sub)
             if taken is None:
                 return
+            msg, sequence_number = taken
             if sub.gated and self._on_untaken is not None:
-                missed = sub.gaps.taken(taken[1].get("publication_sequence_number", 0))
+                missed = sub.gaps.taken(sequence_number)
                 if missed:
                     self._on_untaken(sub.name, missed)
             try:
-                sub.callback(taken[0])
+                sub.sub.callback(msg)
             except Exception as exc:
                 self._on_error(sub.name, exc)
 
@@ -240,10 +221,7 @@ class _Served:
     """A subscription as the sensor loop serves it."""
 
     name: str
-    handle: Any
-    msg_type: Any
-    raw: bool
-    callback: Callable
+    sub: Any  # rclpy Subscription
     gated: bool
     gaps: SequenceGaps = field(default_factory=SequenceGaps)
 
