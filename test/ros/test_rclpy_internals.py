@@ -6,7 +6,9 @@ either fails here, not deep in the sensor loop.
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 import rclpy
@@ -82,3 +84,14 @@ def test_bad_ros_args_raise_the_errors_the_cli_turns_into_one_line(tmp_path):
         rclpy.utilities.remove_ros_args(["x", "--ros-args", "--params-file", str(bad)])
     with pytest.raises(UnknownROSArgsError, match="--no-such-flag"):
         rclpy.utilities.remove_ros_args(["x", "--ros-args", "--no-such-flag"])
+
+
+def test_no_other_module_uses_rclpy_internals():
+    root = Path(__file__).resolve().parents[2] / "llava3d_ros"
+    private = re.compile(r"rclpy\.impl|rclpy\._|_rclpy_pybind11|implementation_singleton")
+    users = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "rclpy_internals.py" and private.search(p.read_text())
+    ]
+    assert users == []
