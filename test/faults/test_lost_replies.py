@@ -52,7 +52,7 @@ def _pose(pub, stamp: int, frame: str = "map") -> None:
 
 
 def _bad_inputs(f: dict) -> dict:
-    """input error key in /diagnostics → a function that publishes one such bad frame."""
+    """what is wrong → (its input error key in /diagnostics, a function publishing one)."""
 
     def encoding(pub, stamp):
         img = array_to_image(f["rgb"], "rgb8", stamp, "cam")
@@ -76,15 +76,20 @@ def _bad_inputs(f: dict) -> dict:
     def aspect(pub, stamp):
         pub.publish(f["rgb"], np.full((160, 160), 2000, np.uint16), f["k"], f["pose"], stamp)
 
-    def pose_frame(pub, stamp):
-        _pose(pub, stamp, frame="odom")
+    def pose_quaternion(pub, stamp):
+        # a pose in another frame is no input error (TF may connect it later): a pose that is
+        # no rotation is (it once stood here and passed on a leftover frame's depth error)
+        msg = PoseStamped(header=Header(stamp=ns_to_stamp(stamp), frame_id="map"))
+        msg.pose = matrix_to_pose(np.eye(4))
+        msg.pose.orientation.w = 0.0
+        pub.pose.publish(msg)
 
     return {
-        "rgb/image": encoding,
-        "depth/image": step,
-        "frame": nan_depth,
-        "pose": pose_frame,
-        "aspect": aspect,
+        "colour encoding": ("rgb/image", encoding),
+        "depth step": ("depth/image", step),
+        "all-NaN depth": ("depth/image", nan_depth),
+        "pose quaternion": ("pose", pose_quaternion),
+        "depth aspect": ("depth/image", aspect),
     }
 
 
@@ -94,18 +99,20 @@ def test_sensor_faults_then_warned_answers_then_eight_callers_lose_nothing(rig, 
     stamps = itertools.count(10 * SECOND, SECOND // 5)
     diag = rig["diag"]
 
-    def errors() -> int:
+    def errors(key: str) -> int:
         with diag._lock:
-            return sum(int(v) for k, v in diag.values.items() if k.startswith("errors."))
+            return int(diag.values.get(f"errors.{key}", "0"))
 
-    for name, bad in _bad_inputs(f).items():
-        before = errors()
+    for name, (key, bad) in _bad_inputs(f).items():
+        before = errors(key)
 
-        def reported(bad=bad, before=before) -> bool:
+        def reported(bad=bad, before=before, key=key) -> bool:
             bad(rig["pub"], next(stamps))
-            return errors() > before
+            return errors(key) > before
 
-        h.wait_for(reported, 20, f"the node reporting a bad {name} input", interval=0.2)
+        h.wait_for(
+            reported, 20, f"the node reporting a bad input ({name}) in errors.{key}", interval=0.2
+        )
 
     def warned_ok() -> bool:
         rig["pub"].publish(f["rgb"], f["depth"], f["k"], f["pose"], next(stamps))
