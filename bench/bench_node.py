@@ -31,12 +31,13 @@ Run: .venv/bin/python bench/bench_node.py [--seconds 10] [--calls 200] [--part r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -133,9 +134,15 @@ def serve_bare(kind: str, report: str | None) -> int:
             (PoseStamped, "pose", lambda m: None),
         ):
             node.create_subscription(t, topic, cb, qos_profile_sensor_data, raw=raw and t is image)
+    # SIGINT (stop()) ends the spin: rclpy's own handler does not wake an executor of a context
+    # of its own when no message arrives, and the count was lost (a killed baseline: "nan Hz")
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
     try:
-        with contextlib.suppress(KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-            rclpy.spin(node, executor=rclpy.executors.SingleThreadedExecutor(context=ctx))
+        while not stopping.is_set():
+            executor.spin_once(timeout_sec=0.1)
     finally:
         if report:
             Path(report).write_text(json.dumps({"rgb_received": received[0]}))
