@@ -44,8 +44,8 @@ def test_no_reply_ever_sent_waits_for_nothing(monkeypatch):
     assert time.monotonic() - t0 < 10.0
 
 
-def test_a_handler_in_flight_is_waited_for_then_its_send_time(send_s):
-    replies = RepliesInFlight(Log())
+def _handler_in_flight(replies: RepliesInFlight) -> threading.Event:
+    """A handler running on a thread of its own until the returned event is set."""
     entered, release = threading.Event(), threading.Event()
 
     def handler() -> None:
@@ -55,6 +55,12 @@ def test_a_handler_in_flight_is_waited_for_then_its_send_time(send_s):
 
     threading.Thread(target=handler).start()
     assert entered.wait(10)
+    return release
+
+
+def test_a_handler_in_flight_is_waited_for_then_its_send_time(send_s):
+    replies = RepliesInFlight(Log())
+    release = _handler_in_flight(replies)
     t0 = time.monotonic()
     threading.Timer(0.3, release.set).start()
     assert replies.wait(10.0)
@@ -64,16 +70,7 @@ def test_a_handler_in_flight_is_waited_for_then_its_send_time(send_s):
 def test_a_handler_that_never_returns_is_given_up_on_and_said(send_s):
     log = Log()
     replies = RepliesInFlight(log)
-    release = threading.Event()
-    entered = threading.Event()
-
-    def handler() -> None:
-        with replies.handling():
-            entered.set()
-            release.wait(10)
-
-    threading.Thread(target=handler).start()
-    assert entered.wait(10)
+    release = _handler_in_flight(replies)
     try:
         assert not replies.wait(0.2)
         assert log.warnings == ["1 query handlers still running after 0.2 s"]
