@@ -13,22 +13,14 @@ import sys
 from importlib.metadata import distributions
 from pathlib import Path
 
+from lock_torch import canonical, pins  # tools/ is sys.path[0]: this runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = Path(sys.prefix).resolve()
 FAMILY = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*)$")
+torch_locked = {name for lock in ROOT.glob("requirements-torch-*.lock") for name in pins(lock)}
 
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-torch_locked = set()
-for lock in ROOT.glob("requirements-torch-*.lock"):
-    for line in lock.read_text().splitlines():
-        if "==" in line and not line.startswith("#"):
-            torch_locked.add(canonical(line.split("==", 1)[0].strip()))
-
-pins = set()
+frozen = set()
 for dist in distributions():
     name = dist.metadata["Name"]
     if (dist.read_text("INSTALLER") or "").strip() != "pip" or name.lower() == "llava3d_ros":
@@ -37,5 +29,5 @@ for dist in distributions():
         continue
     if not Path(str(dist.locate_file(""))).resolve().is_relative_to(PREFIX):
         continue
-    pins.add(f"{name}=={dist.version}")
-sys.stdout.write("".join(f"{p}\n" for p in sorted(pins, key=str.lower)))
+    frozen.add(f"{name}=={dist.version}")
+sys.stdout.write("".join(f"{p}\n" for p in sorted(frozen, key=str.lower)))

@@ -100,24 +100,24 @@ TORCH_PIN="$([[ -z "$TORCH_LOCK" ]] || sed -n 's/^torch===*//p' "$TORCH_LOCK")" 
 [[ -z "$TORCH_LOCK" || -n "$TORCH_PIN" ]] || die "$TORCH_LOCK pins no torch."
 torch_state() { { echo "$VARIANT"; [[ -z "$TORCH_LOCK" ]] || cat "$TORCH_LOCK"; } | sha256sum | cut -d' ' -f1; }
 
+# The interface sources: the project's msg/srv/action and what builds them (with the lock, the
+# inputs of the ROS interfaces; bump IFACE_RECIPE when the way they are built below changes).
+IFACE_RECIPE=1
+iface_sources() {
+  cat tools/interfaces_finder.py CMakeLists.txt package.xml msg/*.msg srv/*.srv action/*.action \
+      tools/interfaces/wheel_include_fix.cmake tools/interfaces/*/package.xml \
+      tools/interfaces/*/CMakeLists.txt tools/interfaces/*/msg/*.msg
+}
 # Inputs whose change requires redoing the set-up.
 inputs_hash() {
   { echo "$DISTRO $VARIANT"
-    cat "$LOCK" ${TORCH_LOCK:+"$TORCH_LOCK"} tools/freeze.py tools/interfaces_finder.py \
-        CMakeLists.txt package.xml setup.py pyproject.toml tools/setup.sh msg/*.msg srv/*.srv \
-        action/*.action tools/interfaces/wheel_include_fix.cmake tools/interfaces/*/package.xml \
-        tools/interfaces/*/CMakeLists.txt tools/interfaces/*/msg/*.msg
+    cat "$LOCK" ${TORCH_LOCK:+"$TORCH_LOCK"} tools/freeze.py setup.py pyproject.toml tools/setup.sh
+    iface_sources
   } | sha256sum | cut -d' ' -f1
 }
 # Inputs of the ROS interfaces: the distribution's wheels and the interface sources (not torch).
-# Bump IFACE_RECIPE when the way they are built below changes.
-IFACE_RECIPE=1
 iface_inputs_hash() {
-  { echo "$DISTRO $IFACE_RECIPE"
-    cat "$LOCK" tools/interfaces_finder.py CMakeLists.txt package.xml msg/*.msg srv/*.srv \
-        action/*.action tools/interfaces/wheel_include_fix.cmake tools/interfaces/*/package.xml \
-        tools/interfaces/*/CMakeLists.txt tools/interfaces/*/msg/*.msg
-  } | sha256sum | cut -d' ' -f1
+  { echo "$DISTRO $IFACE_RECIPE"; cat "$LOCK"; iface_sources; } | sha256sum | cut -d' ' -f1
 }
 lock_hash() { sha256sum < "$LOCK" | cut -d' ' -f1; }
 # Generated modules that an earlier set-up copied into the source tree; they would shadow the
@@ -129,8 +129,17 @@ tree_generated() {
   compgen -G "$ROOT/llava3d_ros/*.so" >/dev/null
 }
 
-if [[ "$MODE" == install && -f "$STAMP" && "$(cat "$STAMP")" == "$(inputs_hash)" \
-      && -f "$GENERATED/msg/__init__.py" ]] && ! tree_generated; then
+# set_up: nothing to do (the last set-up's inputs unchanged, its generated modules in place).
+set_up() {
+  [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(inputs_hash)" && -f "$GENERATED/msg/__init__.py" ]] \
+    && ! tree_generated
+}
+IFACE_STAMP="$VENV/.llava3d-interfaces"
+# interfaces_current: the generated ROS interfaces match their inputs.
+interfaces_current() {
+  [[ "$(cat "$IFACE_STAMP" 2>/dev/null)" == "$(iface_inputs_hash)" && -f "$GENERATED/msg/__init__.py" ]]
+}
+if [[ "$MODE" == install ]] && set_up; then
   say "already set up (ROS 2 $DISTRO, torch $VARIANT, in $VENV)"
   exit 0
 fi
@@ -240,7 +249,7 @@ if [[ "$MODE" == plan ]]; then
             plan "torch from" "the system site-packages of $PY ($found)" ;;
   esac
   plan locks "$LOCK${TORCH_LOCK:+ + $TORCH_LOCK}"
-  if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(inputs_hash)" && -f "$GENERATED/msg/__init__.py" ]] && ! tree_generated; then
+  if set_up; then
     todo="nothing (already set up)"
   elif [[ ! -x "$VENV/bin/python" || "$state" == *replaced* ]]; then
     todo="everything: the venv, $LOCK${TORCH_LOCK:+ + $TORCH_LOCK}, the ROS interfaces, the package"
@@ -260,8 +269,7 @@ if [[ "$MODE" == plan ]]; then
         todo+="replace torch (${now:-none} -> $VARIANT), "
       fi
     fi
-    [[ "$(cat "$VENV/.llava3d-interfaces" 2>/dev/null)" == "$(iface_inputs_hash)" && -f "$GENERATED/msg/__init__.py" ]] \
-      || todo+="build the ROS interfaces, "
+    interfaces_current || todo+="build the ROS interfaces, "
     todo+="check the imports"
   fi
   plan "to do" "$todo"
@@ -405,8 +413,7 @@ cmake_stage() {
   ) || { tail -n 30 "$log" >&2; return 1; }
 }
 REL_BUILD="${BUILD_ROOT#"$ROOT"/}"
-IFACE_STAMP="$VENV/.llava3d-interfaces"
-if [[ "$(cat "$IFACE_STAMP" 2>/dev/null)" == "$(iface_inputs_hash)" && -f "$GENERATED/msg/__init__.py" ]]; then
+if interfaces_current; then
   say "ROS interfaces: up to date"
 else
   rm -f "$IFACE_STAMP"
